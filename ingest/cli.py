@@ -192,9 +192,7 @@ def show_index(settings: Settings, name: str, as_json: bool) -> None:
     click.echo(f"index     {summary['name']} ({summary['store']})")
     click.echo(f"embedder  {summary['embedder']['model']} ({summary['embedder']['dim']} dims)")
     chunking = summary["chunking"]
-    click.echo(
-        f"chunking  {chunking['chunk_tokens']} tokens, {chunking['overlap_tokens']} overlap"
-    )
+    click.echo(f"chunking  {chunking['chunk_tokens']} tokens, {chunking['overlap_tokens']} overlap")
     click.echo(f"files     {summary['files']}")
     click.echo(f"chunks    {summary['chunks']}")
     click.echo(f"size      {'n/a' if size is None else f'{size / 1e6:.1f} MB'}")

@@ -75,19 +75,38 @@ def _parse_pdf(data: bytes) -> list[Section]:
 
 
 def decode_text(data: bytes) -> str:
-    """UTF-8 when it is UTF-8; otherwise the encoding charset-normalizer finds; never binary."""
+    """UTF-8 when it is UTF-8, then Western Windows-1252, then what charset-normalizer finds."""
     if b"\x00" in data[:8192]:
         raise DocumentError("binary file, not text")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         pass
+    western = _western_text(data)
+    if western is not None:
+        return western
     from charset_normalizer import from_bytes
 
     best = from_bytes(data).best()
     if best is None:
         raise DocumentError("not decodable as text in any known encoding")
     return str(best)
+
+
+def _western_text(data: bytes) -> str | None:
+    """Windows-1252 when the text reads as mostly-ASCII words with a few accented letters.
+
+    Statistical detectors confuse short Western texts with Central European code pages
+    ("crème" read as "crčme"); in a script such as Cyrillic most letters are non-ASCII, and
+    those texts fall through to charset-normalizer.
+    """
+    try:
+        text = data.decode("cp1252")
+    except UnicodeDecodeError:
+        return None
+    letters = [c for c in text if c.isalpha()]
+    accented = sum(1 for c in letters if ord(c) > 127)
+    return text if letters and accented / len(letters) < 0.3 else None
 
 
 def _parse_text(data: bytes) -> list[Section]:
@@ -111,7 +130,8 @@ def _parse_markdown(data: bytes) -> list[Section]:
     ]
     sections: list[Section] = []
     path: list[tuple[int, str]] = []
-    start, current = 0, ()
+    start = 0
+    current: tuple[str, ...] = ()
     for match in headings:
         if match.start() > start:
             sections.append(Section(text[start : match.start()], heading=current, offset=start))

@@ -55,7 +55,8 @@ class Embedder:
             raise RagError(f"embedder {model!r} does not report its dimension")
         self.dim: int = int(dim)
         # The model's window counts [CLS] and [SEP]; text gets what is left.
-        self.max_tokens: int = int(self._model.max_seq_length) - self._special_tokens()
+        window = self._model.max_seq_length or self._tokenizer.model_max_length
+        self.max_tokens: int = int(window) - self._special_tokens()
 
     def _special_tokens(self) -> int:
         return len(self._tokenizer("", add_special_tokens=True)["input_ids"])
@@ -78,14 +79,15 @@ class Embedder:
     def encode(self, texts: list[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self._model.encode(
+        vectors: Any = self._model.encode(
             texts,
             batch_size=self.batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        return np.asarray(vectors, dtype=np.float32)
+        result: Vectors = np.asarray(vectors, dtype=np.float32)
+        return result
 
     def encode_query(self, text: str) -> Vectors:
         return self.encode([text])[0]

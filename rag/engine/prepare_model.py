@@ -42,7 +42,7 @@ def prepare(out_dir: Path) -> None:
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.torch_dtype = torch.bfloat16
-    plain = AutoModelForCausalLM.from_config(config)
+    plain = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
     plain.load_state_dict(quantised.state_dict())
     plain = plain.to(torch.bfloat16)
     plain.save_pretrained(tmp, safe_serialization=True)

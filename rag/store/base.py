@@ -73,7 +73,7 @@ class SearchQuery:
 
 
 class VectorStore(Protocol):
-    """Indexes are Qdrant collections (or Edge shards) of chunks with a dense and a sparse vector."""
+    """Indexes: Qdrant collections (or Edge shards) of chunks with dense and sparse vectors."""
 
     kind: str
 

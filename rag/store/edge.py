@@ -190,7 +190,7 @@ class EdgeStore:
                         filter=flt,
                     ),
                 ],
-                query=qe.Fusion.Rrf(k=60),
+                query=qe.Fusion.Rrf(k=60),  # type: ignore[arg-type]  # the stub omits Fusion's variants
                 with_payload=True,
             )
         elif query.mode == "sparse" and query.sparse is not None:

@@ -1,0 +1,55 @@
+"""Fixtures: the real MiniLM embedder, both real store adapters, documents made on the spot."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rag.embedding import Embedder
+from rag.store.base import VectorStore
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SEC_DIR = SHARED_DATA / "sec-10q"
+SCIFACT_DIR = SHARED_DATA / "scifact"
+
+
+def require_shared(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"needs the shared data set at {path} (present only on the team's machines)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return Embedder("sentence-transformers/all-MiniLM-L6-v2")
+
+
+@pytest.fixture(params=["edge", "server-local"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
+    """Each store test runs against Qdrant Edge and qdrant-client (local mode)."""
+    opened: VectorStore
+    if request.param == "edge":
+        from rag.store.edge import EdgeStore
+
+        opened = EdgeStore(tmp_path / "edge")
+    else:
+        from qdrant_client import QdrantClient
+
+        from rag.store.server import ServerStore
+
+        opened = ServerStore(QdrantClient(path=str(tmp_path / "qdrant-local")))
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def edge_store(tmp_path: Path) -> Iterator[VectorStore]:
+    from rag.store.edge import EdgeStore
+
+    opened = EdgeStore(tmp_path / "edge")
+    yield opened
+    opened.close()
