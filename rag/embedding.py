@@ -90,4 +90,5 @@ class Embedder:
         return result
 
     def encode_query(self, text: str) -> Vectors:
-        return self.encode([text])[0]
+        vector: Vectors = self.encode([text])[0]
+        return vector
