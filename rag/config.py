@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,30 @@ class Settings(BaseSettings):
 
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
+
+    # The engine: an external vLLM by URL, or one this process starts.
+    llm_url: str | None = None
+    llm_model: str | None = None  # served name; discovered from /v1/models when unset
+    llm_api_key: str | None = None
+    llm_timeout: float = Field(default=120.0, gt=0)
+    engine_model: str | None = None
+    engine_max_model_len: int | None = Field(default=None, ge=512)
+    engine_port: int = Field(default=8001, ge=1, le=65535)
+    engine_python: str | None = None
+    engine_start_timeout: float = Field(default=900.0, gt=0)
+    engine_kv_cache_gib: int = Field(default=2, ge=1)
+    engine_gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+
+    # Asking.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    top_k: int = Field(default=5, ge=1, le=100)
+    max_output_tokens: int = Field(default=512, ge=1)
+    max_question_chars: int = Field(default=4000, ge=1)
+    retrieval_mode: Literal["dense", "sparse", "hybrid"] = "hybrid"
+    passage_order: Literal["canonical", "score"] = "canonical"
+    rerank_model: str | None = None
+    rerank_candidates: int = Field(default=30, ge=1, le=1000)
 
     @field_validator("index")
     @classmethod

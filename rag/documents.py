@@ -52,22 +52,27 @@ def parse_document(data: bytes, kind: str) -> list[Section]:
     return sections
 
 
+# pypdf caps arrays at 100,000 elements against hostile files; real 10-Q filings (Microsoft's)
+# carry larger ones in their content streams. Still bounded, 20 times higher.
+PDF_LIMITS = {"array_maximum_element_count": 2_000_000}
+
+
 def _parse_pdf(data: bytes) -> list[Section]:
     import logging
 
-    from pypdf import PdfReader
+    from pypdf import PdfReader, apply_configuration
 
     # pypdf logs every repair it attempts; a file it cannot read is reported once, below.
     logging.getLogger("pypdf").setLevel(logging.ERROR)
-
     try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise DocumentError("encrypted PDF (needs a password)")
-        return [
-            Section(text=page.extract_text() or "", page=number)
-            for number, page in enumerate(reader.pages, start=1)
-        ]
+        with apply_configuration(**PDF_LIMITS):
+            reader = PdfReader(io.BytesIO(data))
+            if reader.is_encrypted and not reader.decrypt(""):
+                raise DocumentError("encrypted PDF (needs a password)")
+            return [
+                Section(text=page.extract_text() or "", page=number)
+                for number, page in enumerate(reader.pages, start=1)
+            ]
     except DocumentError:
         raise
     except Exception as exc:  # pypdf raises assorted error types on damaged files

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rag.embedding import Embedder
+from rag.engine import EngineProcess
 from rag.store.base import VectorStore
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -53,3 +54,27 @@ def edge_store(tmp_path: Path) -> Iterator[VectorStore]:
     opened = EdgeStore(tmp_path / "edge")
     yield opened
     opened.close()
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
+    """The real vLLM engine (CPU build, SmolLM2), started once for the whole session."""
+    from rag.config import Settings
+    from rag.engine import local_engine_config
+    from tests.service import free_port
+
+    settings = Settings(engine_port=free_port())
+    process = EngineProcess(
+        local_engine_config(settings), tmp_path_factory.mktemp("engine") / "engine.log"
+    )
+    process.start()
+    try:
+        process.wait_ready(timeout=900)
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def engine_url(engine: EngineProcess) -> str:
+    return engine.url

@@ -1,0 +1,33 @@
+"""Dependencies: one-line accessors of what `lifespan` built, as `Annotated` aliases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from api.metrics import ServiceMetrics
+from rag.answer import Answerer
+from rag.config import Settings
+from rag.engine import EngineProcess
+from rag.llm import EngineClient
+from rag.store.base import VectorStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: VectorStore
+    engine: EngineClient
+    answerer: Answerer
+    metrics: ServiceMetrics
+    engine_process: EngineProcess | None = None
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]

@@ -1,0 +1,75 @@
+"""Prometheus metrics of the service, plus the engine's prefix-cache hit ratio at scrape time."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from rag.answer import Answer
+from rag.llm import EngineClient, prefix_cache_counters
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+TOKEN_BUCKETS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "rag_requests", "HTTP requests by route and status", ["route", "status"], registry=r
+        )
+        self.stage = Histogram(
+            "rag_stage_seconds",
+            "Latency of each stage of an ask",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "rag_ttft_seconds", "Time to first answer token", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.prompt_tokens = Histogram(
+            "rag_prompt_tokens", "Prompt tokens per ask", buckets=TOKEN_BUCKETS, registry=r
+        )
+        self.passages = Histogram(
+            "rag_passages_per_prompt",
+            "Passages placed in each prompt",
+            buckets=(0, 1, 2, 3, 5, 8, 10, 20, 50, 100, 200, 500, 1000),
+            registry=r,
+        )
+        self.cache_hit_ratio = Gauge(
+            "rag_engine_prefix_cache_hit_ratio",
+            "Engine prefix-cache hits / queries since the engine started",
+            registry=r,
+        )
+        self.cache_hits = Gauge(
+            "rag_engine_prefix_cache_hits", "Engine prefix-cache hit tokens", registry=r
+        )
+        self.cache_queries = Gauge(
+            "rag_engine_prefix_cache_queries", "Engine prefix-cache queried tokens", registry=r
+        )
+
+    def observe_answer(self, answer: Answer) -> None:
+        t = answer.timings
+        for stage, ms in (
+            ("embed", t.embed_ms),
+            ("search", t.search_ms),
+            ("rerank", t.rerank_ms),
+            ("prompt", t.prompt_ms),
+            ("total", t.total_ms),
+        ):
+            self.stage.labels(stage).observe(ms / 1000)
+        if t.ttft_ms is not None:
+            self.ttft.observe(t.ttft_ms / 1000)
+        self.prompt_tokens.observe(answer.usage.prompt_tokens)
+        self.passages.observe(len(answer.citations))
+
+    async def render(self, engine: EngineClient) -> bytes:
+        try:
+            hits, queries = prefix_cache_counters(await engine.metrics_text())
+        except Exception:  # the service's metrics stay available while the engine is down
+            hits = queries = float("nan")
+        self.cache_hits.set(hits)
+        self.cache_queries.set(queries)
+        self.cache_hit_ratio.set(hits / queries if queries else 0.0)
+        return generate_latest(self.registry)

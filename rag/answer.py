@@ -1,0 +1,200 @@
+"""Answering a question: retrieve, fit the prompt, ask the engine, return cited passages.
+
+The engine is always called in streaming mode, so time-to-first-token is measured for whole
+answers too; a streaming caller gets the events as they happen: ``citations`` first (the
+passages in the prompt, numbered as the model sees them), then ``token`` deltas, then ``done``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from rag.errors import IndexNotFoundError
+from rag.llm import EngineClient
+from rag.prompt import FittedPrompt, PassageOrder, PromptBudget
+from rag.retrieval import Retriever
+from rag.store.base import Hit, SearchFilter
+
+NO_PASSAGES = "No passage in the index matches the question, so there is nothing to answer from."
+AUTO_MAX_CANDIDATES = 1000
+
+
+@dataclass(frozen=True)
+class AskOptions:
+    question: str
+    top_k: int | Literal["auto"] = 5
+    index: str = "default"
+    filter: SearchFilter = SearchFilter()
+    max_tokens: int = 512
+    temperature: float = 0.0
+
+
+@dataclass(frozen=True)
+class Citation:
+    n: int
+    source: str
+    page: int | None
+    chunk_id: str
+    score: float
+    text: str
+    char_start: int
+    char_end: int
+    heading: list[str]
+
+    @classmethod
+    def from_hit(cls, n: int, hit: Hit) -> Citation:
+        p = hit.payload
+        return cls(
+            n=n,
+            source=str(p.get("source")),
+            page=p.get("page"),
+            chunk_id=hit.id,
+            score=round(hit.score, 6),
+            text=str(p.get("text", "")),
+            char_start=int(p.get("char_start", 0)),
+            char_end=int(p.get("char_end", 0)),
+            heading=list(p.get("heading") or []),
+        )
+
+
+@dataclass
+class Timings:
+    embed_ms: float = 0.0
+    search_ms: float = 0.0
+    rerank_ms: float = 0.0
+    prompt_ms: float = 0.0
+    ttft_ms: float | None = None
+    total_ms: float = 0.0
+
+    def rounded(self) -> dict[str, float | None]:
+        return {k: (None if v is None else round(v, 2)) for k, v in asdict(self).items()}
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class Answer:
+    answer: str
+    citations: list[Citation]
+    usage: Usage
+    timings: Timings
+    model: str
+    finish_reason: str | None = None
+    messages: list[dict[str, str]] = field(default_factory=list, repr=False)
+
+
+@dataclass(frozen=True)
+class CitationsEvent:
+    citations: list[Citation]
+    model: str
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    text: str
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    answer: Answer
+
+
+AskEvent = CitationsEvent | TokenEvent | DoneEvent
+
+
+class Answerer:
+    def __init__(
+        self,
+        retriever: Retriever,
+        budget: PromptBudget,
+        engine: EngineClient,
+        *,
+        passage_order: PassageOrder = "canonical",
+    ) -> None:
+        self.retriever = retriever
+        self.budget = budget
+        self.engine = engine
+        self.passage_order = passage_order
+
+    async def _prepare(
+        self, options: AskOptions, timings: Timings, order: PassageOrder | None
+    ) -> FittedPrompt:
+        store = self.retriever.store
+        if await asyncio.to_thread(store.get_meta, options.index) is None:
+            raise IndexNotFoundError(f"index {options.index!r} does not exist")
+        if options.top_k == "auto":
+            info = await self.engine.model_info()
+            limit = min(AUTO_MAX_CANDIDATES, max(10, info.max_model_len // 100))
+        else:
+            limit = options.top_k
+        found = await asyncio.to_thread(
+            self.retriever.retrieve, options.index, options.question, limit, options.filter
+        )
+        timings.embed_ms, timings.search_ms = found.embed_ms, found.search_ms
+        timings.rerank_ms = found.rerank_ms
+        t = time.perf_counter()
+        fitted = await self.budget.fit(
+            options.question,
+            found.hits,
+            limit=None if options.top_k == "auto" else options.top_k,
+            max_output_tokens=options.max_tokens,
+            order=order or self.passage_order,
+        )
+        timings.prompt_ms = (time.perf_counter() - t) * 1000
+        return fitted
+
+    async def stream(
+        self, options: AskOptions, *, order: PassageOrder | None = None
+    ) -> AsyncIterator[AskEvent]:
+        started = time.perf_counter()
+        timings = Timings()
+        fitted = await self._prepare(options, timings, order)
+        model = (await self.engine.model_info()).id
+        citations = [Citation.from_hit(n, h) for n, h in enumerate(fitted.passages, start=1)]
+        yield CitationsEvent(citations, model)
+        answer = Answer("", citations, Usage(), timings, model, messages=fitted.messages)
+        if not citations:
+            answer.answer = NO_PASSAGES
+            yield TokenEvent(NO_PASSAGES)
+        else:
+            parts: list[str] = []
+            deltas = self.engine.stream_chat(
+                fitted.messages, max_tokens=options.max_tokens, temperature=options.temperature
+            )
+            async for delta in deltas:
+                if delta.text:
+                    if timings.ttft_ms is None:
+                        timings.ttft_ms = (time.perf_counter() - started) * 1000
+                    parts.append(delta.text)
+                    yield TokenEvent(delta.text)
+                if delta.prompt_tokens is not None:
+                    answer.usage = Usage(delta.prompt_tokens, delta.completion_tokens or 0)
+                    answer.finish_reason = delta.finish_reason
+            answer.answer = "".join(parts)
+        timings.total_ms = (time.perf_counter() - started) * 1000
+        yield DoneEvent(answer)
+
+    async def answer(self, options: AskOptions, *, order: PassageOrder | None = None) -> Answer:
+        async for event in self.stream(options, order=order):
+            if isinstance(event, DoneEvent):
+                return event.answer
+        raise RuntimeError("the answer stream ended without a done event")
+
+
+def answer_json(answer: Answer) -> dict[str, Any]:
+    return {
+        "answer": answer.answer,
+        "citations": [asdict(c) for c in answer.citations],
+        "usage": asdict(answer.usage),
+        "timings": answer.timings.rounded(),
+        "model": answer.model,
+        "finish_reason": answer.finish_reason,
+    }

