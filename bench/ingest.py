@@ -83,7 +83,10 @@ def llamaindex_default(folder: Path, work: Path) -> dict[str, Any]:
         "pages": len(documents),
         "chunks": len(nodes),
         "seconds": round(seconds, 2),
-        "stages": {"read": round(loaded - started, 2), "split+embed+write": round(seconds - (loaded - started), 2)},
+        "stages": {
+            "read": round(loaded - started, 2),
+            "split+embed+write": round(seconds - (loaded - started), 2),
+        },
         "chunks_truncated_by_embedder": sum(1 for n in lengths if n > 256),
     }
 
