@@ -41,6 +41,9 @@ lint: install-service
 	$(BIN)/ruff format --check rag ingest api tests bench
 	$(BIN)/mypy
 
+demo: install
+	bash scripts/demo.sh
+
 bench: bench-ingest bench-store bench-ask
 
 bench-ingest: install-service
@@ -48,6 +51,12 @@ bench-ingest: install-service
 
 bench-store: install-service
 	$(BIN)/python -m bench.store --corpus $(SHARED)/scifact/corpus.jsonl
+
+bench-ask: install
+	$(BIN)/python -m bench.ask --folder $(SHARED)/sec-10q --questions $(SHARED)/sec-10q/qna_data.csv
+
+eval: install-service
+	$(BIN)/rag-eval table --data $(SHARED)/scifact
 
 clean:
 	rm -rf $(VENV) $(ENGINE_VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

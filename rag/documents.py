@@ -54,7 +54,7 @@ def parse_document(data: bytes, kind: str) -> list[Section]:
 
 # pypdf caps arrays at 100,000 elements against hostile files; real 10-Q filings (Microsoft's)
 # carry larger ones in their content streams. Still bounded, 20 times higher.
-PDF_LIMITS = {"array_maximum_element_count": 2_000_000}
+PDF_MAX_ARRAY_ELEMENTS = 2_000_000
 
 
 def _parse_pdf(data: bytes) -> list[Section]:
@@ -65,7 +65,7 @@ def _parse_pdf(data: bytes) -> list[Section]:
     # pypdf logs every repair it attempts; a file it cannot read is reported once, below.
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
-        with apply_configuration(**PDF_LIMITS):
+        with apply_configuration(array_maximum_element_count=PDF_MAX_ARRAY_ELEMENTS):
             reader = PdfReader(io.BytesIO(data))
             if reader.is_encrypted and not reader.decrypt(""):
                 raise DocumentError("encrypted PDF (needs a password)")

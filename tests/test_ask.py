@@ -47,6 +47,7 @@ def write_catalogue(path: Path, entries: int = 90) -> None:
             f"twice before it leaves warehouse {k % 5 + 1}, and the inspection report is filed "
             f"under reference R-{5000 + k}.\n"
         )
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
