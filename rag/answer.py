@@ -124,9 +124,10 @@ class Answerer:
         self.engine = engine
         self.passage_order = passage_order
 
-    async def _prepare(
-        self, options: AskOptions, timings: Timings, order: PassageOrder | None
+    async def prepare(
+        self, options: AskOptions, timings: Timings, order: PassageOrder | None = None
     ) -> FittedPrompt:
+        """Retrieve and fit the prompt without asking the engine for an answer."""
         store = self.retriever.store
         if await asyncio.to_thread(store.get_meta, options.index) is None:
             raise IndexNotFoundError(f"index {options.index!r} does not exist")
@@ -156,7 +157,7 @@ class Answerer:
     ) -> AsyncIterator[AskEvent]:
         started = time.perf_counter()
         timings = Timings()
-        fitted = await self._prepare(options, timings, order)
+        fitted = await self.prepare(options, timings, order)
         model = (await self.engine.model_info()).id
         citations = [Citation.from_hit(n, h) for n, h in enumerate(fitted.passages, start=1)]
         yield CitationsEvent(citations, model)

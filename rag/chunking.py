@@ -38,6 +38,7 @@ class Chunker:
         max_tokens: int,
         token_ids: Callable[[str], list[int]],
         token_offsets: TokenOffsets,
+        whole_sections: bool = False,
     ) -> None:
         from llama_index.core.node_parser import SentenceSplitter
 
@@ -45,6 +46,7 @@ class Chunker:
         self.max_tokens = max_tokens
         self._token_ids = token_ids
         self._token_offsets = token_offsets
+        self.whole_sections = whole_sections
         self._splitter = SentenceSplitter(
             chunk_size=self.chunk_tokens,
             chunk_overlap=min(overlap_tokens, self.chunk_tokens // 2),
@@ -58,6 +60,17 @@ class Chunker:
         return [chunk for section in sections for chunk in self._chunk_section(section)]
 
     def _chunk_section(self, section: Section) -> Iterator[Chunk]:
+        if self.whole_sections:
+            text = section.text.strip()
+            start = section.text.find(text)
+            yield Chunk(
+                text,
+                section.page,
+                section.heading,
+                section.offset + start,
+                section.offset + start + len(text),
+            )
+            return
         for start, end in self._spans(section.text):
             for a, b in self._enforce_limit(section.text, start, end):
                 yield Chunk(

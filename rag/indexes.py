@@ -6,7 +6,7 @@ import re
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rag.errors import IndexMismatchError, RagError
 
@@ -25,8 +25,14 @@ def check_index_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class ChunkingSpec:
+    """``tokens``: chunks of ``chunk_tokens`` embedder tokens (the default, nothing truncated).
+    ``document``: one chunk per page or file, cut by the embedder at its window, as BEIR's
+    protocol embeds documents; for evaluation indexes, where results must match published ones.
+    """
+
     chunk_tokens: int = 200
     overlap_tokens: int = 32
+    mode: Literal["tokens", "document"] = "tokens"
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,8 @@ class IndexSpec:
             )
         except TypeError as exc:
             raise RagError(f"index definition for {name!r} is malformed: {exc}") from exc
+        if spec.chunking.mode not in ("tokens", "document"):
+            raise RagError(f"index {name!r}: chunking mode must be 'tokens' or 'document'")
         if spec.chunking.overlap_tokens >= spec.chunking.chunk_tokens:
             raise RagError(f"index {name!r}: overlap_tokens must be below chunk_tokens")
         return spec

@@ -177,6 +177,7 @@ class FolderSync:
             max_tokens=embedder.max_tokens,
             token_ids=embedder.token_ids,
             token_offsets=embedder.token_offsets,
+            whole_sections=self.meta.chunking.mode == "document",
         )
 
     def _open_index(self) -> IndexMeta:

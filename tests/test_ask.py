@@ -188,6 +188,47 @@ def test_bad_requests_get_a_4xx_with_a_message(
     assert fragment in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("filters", "allowed"),
+    [
+        ({"path_prefix": "reports"}, lambda source: source.startswith("reports/")),
+        ({"path_prefix": "catalogue/"}, lambda source: source.startswith("catalogue/")),
+        ({"file_types": ["markdown", "html"]}, lambda source: source.endswith((".md", ".html"))),
+    ],
+)
+def test_filtered_asks_only_cite_matching_files(
+    service: RunningService, filters: dict[str, Any], allowed: Any
+) -> None:
+    with service.client() as client:
+        response = client.post(
+            "/ask",
+            json={
+                "question": "What does the report say?",
+                "top_k": 20,
+                "max_tokens": 8,
+                "filters": filters,
+            },
+        )
+    assert response.status_code == 200, response.text
+    sources = [c["source"] for c in response.json()["citations"]]
+    assert sources
+    assert all(allowed(s) for s in sources), sources
+
+
+def test_a_date_filter_excludes_files_modified_outside_the_range(service: RunningService) -> None:
+    with service.client() as client:
+        response = client.post(
+            "/ask",
+            json={
+                "question": "travel budget",
+                "max_tokens": 8,
+                "filters": {"modified_before": "2001-01-01T00:00:00Z"},
+            },
+        )
+    assert response.status_code == 200
+    assert response.json()["citations"] == []
+
+
 def test_malformed_json_gets_a_422(service: RunningService) -> None:
     with service.client() as client:
         response = client.post(
