@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from starlette.middleware.base import RequestResponseEndpoint
@@ -24,6 +25,7 @@ from rag.prompt import PromptBudget
 from rag.retrieval import Reranker, Retriever
 from rag.sparse import SparseEncoder
 from rag.store import open_store
+from rag.tokens import EngineTokenCounter, LocalTokenCounter, TokenCounter
 
 log = logging.getLogger("rag.api")
 
@@ -48,12 +50,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         engine_process: EngineProcess | None = None
         url = settings.llm_url
+        tokenizer = settings.llm_tokenizer
         if url is None:
             config = await asyncio.to_thread(local_engine_config, settings)
             engine_process = EngineProcess(config, settings.data_dir / "logs" / "engine.log")
             engine_process.start()  # in the main thread: the child dies with this process
             stack.callback(engine_process.stop)
             url = config.url
+            if Path(config.model).is_dir():
+                tokenizer = config.model  # the served folder: count in-process
             log.info(
                 "started engine %s (pid %s) at %s", config.served_name, engine_process.pid, url
             )
@@ -78,8 +83,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             reranker=_reranker(settings),
             rerank_candidates=settings.rerank_candidates,
         )
+        counter: TokenCounter = (
+            await asyncio.to_thread(LocalTokenCounter, tokenizer)
+            if tokenizer
+            else EngineTokenCounter(engine)
+        )
         answerer = Answerer(
-            retriever, PromptBudget(engine), engine, passage_order=settings.passage_order
+            retriever, PromptBudget(engine, counter), engine, passage_order=settings.passage_order
         )
         app.state.services = Services(
             settings=settings,

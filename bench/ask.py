@@ -78,7 +78,7 @@ async def engine_ttft(client: httpx.AsyncClient, model: str, messages: list[Mess
     body = {
         "model": model,
         "messages": messages,
-        "max_tokens": 16,
+        "max_tokens": 1,
         "temperature": 0.0,
         "stream": True,
     }
@@ -91,7 +91,7 @@ async def engine_ttft(client: httpx.AsyncClient, model: str, messages: list[Mess
 
 
 async def service_ttft(client: httpx.AsyncClient, question: str, top_k: int) -> float:
-    body = {"question": question, "top_k": top_k, "max_tokens": 16, "stream": True}
+    body = {"question": question, "top_k": top_k, "max_tokens": 1, "stream": True}
     started = time.perf_counter()
     async with client.stream("POST", "/ask", json=body) as response:
         async for line in response.aiter_lines():
@@ -172,7 +172,7 @@ async def cache_pass(
         (await engine.post("/reset_prefix_cache")).raise_for_status()
         hits0, queries0 = prefix_cache_counters((await engine.get("/metrics")).text)
         for question in questions:
-            options = AskOptions(question, top_k=top_k, index=INDEX, max_tokens=16)
+            options = AskOptions(question, top_k=top_k, index=INDEX, max_tokens=1)
             await asyncio.wrap_future(
                 asyncio.run_coroutine_threadsafe(
                     answerer.answer(options, order=order), service.loop
@@ -192,7 +192,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, required=True)
     parser.add_argument("--questions", type=Path, required=True)
-    parser.add_argument("--asks", type=int, default=60)
+    parser.add_argument("--asks", type=int, default=50)
     parser.add_argument("--top-k", type=int, default=5)
     args = parser.parse_args()
     if not args.folder.is_dir() or not args.questions.is_file():
@@ -209,7 +209,9 @@ def main() -> None:
     engine.start()
     try:
         engine.wait_ready()
-        service_settings = settings.model_copy(update={"llm_url": engine.url})
+        service_settings = settings.model_copy(
+            update={"llm_url": engine.url, "llm_tokenizer": config.model}
+        )
         with Service(service_settings, 8792) as service:
             loop = asyncio.new_event_loop()
             result = {

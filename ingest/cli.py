@@ -91,7 +91,7 @@ def ingest_main(
     try:
         embedder = Embedder(spec.embed_model, batch_size=settings.embed_batch_size)
         sync = FolderSync(store, embedder, spec)
-        with _progress_bar(paths) as progress:
+        with _progress_bar() as progress:
             report = sync.run(list(paths), delete=not no_delete, progress=progress)
     except IndexMismatchError as exc:
         _fail(str(exc), EXIT_USAGE)
@@ -111,10 +111,9 @@ def ingest_main(
 class _progress_bar:
     """A tqdm bar over bytes with ETA on a terminal; nothing at all otherwise."""
 
-    def __init__(self, paths: tuple[Path, ...]) -> None:
+    def __init__(self) -> None:
         self.enabled = sys.stderr.isatty()
         self.bar: Any = None
-        self.paths = paths
 
     def __enter__(self) -> Any:
         if not self.enabled:
@@ -123,7 +122,9 @@ class _progress_bar:
 
         self.bar = tqdm(total=None, unit="B", unit_scale=True, desc="ingest", file=sys.stderr)
 
-        def update(_file: Any, size: int) -> None:
+        def update(_file: Any, size: int, total: int) -> None:
+            if self.bar.total != total:
+                self.bar.total = total
             self.bar.update(size)
 
         return update

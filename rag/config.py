@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     llm_url: str | None = None
     llm_model: str | None = None  # served name; discovered from /v1/models when unset
     llm_api_key: str | None = None
+    # The served model's tokenizer (folder or hub id) to count prompts in-process; unset: the
+    # engine's /tokenize (the managed engine's folder is used automatically).
+    llm_tokenizer: str | None = None
     llm_timeout: float = Field(default=120.0, gt=0)
     engine_model: str | None = None
     engine_max_model_len: int | None = Field(default=None, ge=512)

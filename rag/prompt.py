@@ -5,8 +5,8 @@ text), then the passages, then the question. Passages go in canonical order (sou
 position) rather than score order, so questions that retrieve overlapping passages share a
 longer token prefix; ``bench/ask.py`` measures both orders.
 
-Counting uses the served model's own tokenizer through the engine's ``/tokenize`` with the chat
-template applied, so the count is the count the engine will see.
+Counting uses the served model's own tokenizer with its chat template (the engine's
+``/tokenize``, or the same tokenizer in-process), so the count is the count the engine will see.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Literal
 from rag.errors import RagError
 from rag.llm import EngineClient, Message
 from rag.store.base import Hit
+from rag.tokens import TokenCounter
 
 SYSTEM_PROMPT = (
     "You are a careful assistant that answers questions about a company's private documents.\n"
@@ -78,15 +79,18 @@ class FittedPrompt:
 class PromptBudget:
     """Chooses how many passages fit: window = max_model_len - output - system - question."""
 
-    def __init__(self, engine: EngineClient, cache_size: int = 50_000) -> None:
+    def __init__(
+        self, engine: EngineClient, counter: TokenCounter, cache_size: int = 50_000
+    ) -> None:
         self.engine = engine
+        self.counter = counter
         self._costs: OrderedDict[str, int] = OrderedDict()
         self._cache_size = cache_size
 
     async def _passage_costs(self, hits: Sequence[Hit]) -> list[int]:
         missing = [h for h in hits if h.id not in self._costs]
         counted = await asyncio.gather(
-            *(self.engine.count_tokens(passage_block(99, h) + "\n\n") for h in missing)
+            *(self.counter.count_text(passage_block(99, h) + "\n\n") for h in missing)
         )
         for hit, cost in zip(missing, counted, strict=True):
             self._costs[hit.id] = cost
@@ -107,7 +111,7 @@ class PromptBudget:
         info = await self.engine.model_info()
         window = info.max_model_len - max_output_tokens
         base, costs = await asyncio.gather(
-            self.engine.count_chat_tokens(build_messages([], question)),
+            self.counter.count_chat(build_messages([], question)),
             self._passage_costs(ranked if limit is None else ranked[:limit]),
         )
         if base > window:
@@ -128,7 +132,7 @@ class PromptBudget:
         while True:
             passages = order_passages(chosen, order)
             messages = build_messages(passages, question)
-            exact = await self.engine.count_chat_tokens(messages)
+            exact = await self.counter.count_chat(messages)
             if exact <= window or not chosen:
                 return FittedPrompt(messages, passages, exact, info.max_model_len)
             chosen.pop()  # block boundaries tokenised differently: drop the lowest-ranked

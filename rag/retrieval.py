@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,6 +41,8 @@ class Retriever:
         self.mode = mode
         self.reranker = reranker
         self.rerank_candidates = rerank_candidates
+        # Tools ask the same questions again and again: keep their vectors.
+        self._dense = functools.lru_cache(maxsize=4096)(embedder.encode_query)
 
     def retrieve(
         self,
@@ -53,7 +56,7 @@ class Retriever:
     ) -> Retrieved:
         mode = mode or self.mode
         t0 = time.perf_counter()
-        dense = self.embedder.encode_query(question) if mode != "sparse" else None
+        dense = self._dense(question) if mode != "sparse" else None
         sparse = self.sparse.encode_query(question) if mode != "dense" else None
         t1 = time.perf_counter()
         depth = max(limit, self.rerank_candidates) if self.reranker else limit

@@ -105,7 +105,7 @@ class _Prepared:
     is_new: bool
 
 
-Progress = Callable[[SourceFile, int], None]
+Progress = Callable[[SourceFile, int, int], None]  # (file, its bytes, bytes of the whole run)
 
 
 def point_id(root: str, source: str, sha256: str, index: int) -> str:
@@ -205,6 +205,7 @@ class FolderSync:
         index = self.spec.name
         files, roots = discover(paths, report)
         report.files_seen = len(files)
+        total_bytes = sum(_size(f.path) for f in files)
         t = time.perf_counter()
         existing = self._existing()
         report.stages["scan"] += time.perf_counter() - t
@@ -215,7 +216,7 @@ class FolderSync:
             seen.add((file.root, file.source))
             prepared = self._prepare(file, existing.get((file.root, file.source)), report)
             if progress is not None:
-                progress(file, _size(file.path))
+                progress(file, _size(file.path), total_bytes)
             if prepared is not None:
                 pending.append(prepared)
             if sum(len(p.chunks) for p in pending) >= EMBED_FLUSH_CHUNKS:

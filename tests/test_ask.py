@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import time
@@ -303,3 +304,52 @@ def test_engine_outage_gives_503_and_readyz_reports_it_until_it_is_back(
         assert client.get("/readyz").status_code == 200
         back = client.post("/ask", json={"question": "What is the travel budget?"})
         assert back.status_code == 200
+
+
+def test_the_in_process_tokenizer_counts_exactly_what_the_engine_counts(
+    engine: EngineProcess,
+) -> None:
+    from rag.llm import EngineClient
+    from rag.prompt import build_messages
+    from rag.store.base import Hit
+    from rag.tokens import EngineTokenCounter, LocalTokenCounter
+
+    passages = [
+        Hit(
+            "a",
+            0.9,
+            {
+                "source": "q1.pdf",
+                "page": 3,
+                "text": "Net sales were $81,797 million.",
+                "heading": [],
+            },
+        ),
+        Hit(
+            "b",
+            0.8,
+            {
+                "source": "notes.md",
+                "page": None,
+                "text": "Ünïcode — “quotes” ✓",
+                "heading": ["Notes", "Q3"],
+            },
+        ),
+    ]
+
+    async def counts() -> list[tuple[int, int]]:
+        client = EngineClient(engine.url)
+        local, remote = LocalTokenCounter(engine.config.model), EngineTokenCounter(client)
+        try:
+            pairs = []
+            for hits in ([], passages[:1], passages):
+                messages = build_messages(hits, "What were net sales?")
+                pairs.append((await local.count_chat(messages), await remote.count_chat(messages)))
+            text = "Revenue: $1,234.5 million (3%)\n\ttable"
+            pairs.append((await local.count_text(text), await remote.count_text(text)))
+            return pairs
+        finally:
+            await client.aclose()
+
+    for local_count, engine_count in asyncio.run(counts()):
+        assert local_count == engine_count
