@@ -16,6 +16,11 @@ install-engine: $(ENGINE_VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# LlamaIndex's readers, HuggingFace embedding and Qdrant store: only the baseline of bench-ingest.
+$(VENV)/.bench-installed: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	touch $@
 
@@ -46,7 +51,7 @@ demo: install
 
 bench: bench-ingest bench-store bench-ask
 
-bench-ingest: install-service
+bench-ingest: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.ingest --folder $(SHARED)/sec-10q
 
 bench-store: install-service
