@@ -86,6 +86,7 @@ def engine_main(port: int | None) -> None:
 @click.option("--top-k", help="Passages to use, or 'auto' to fill the context window.")
 @click.option("--index", help="Index to ask (default: the service's).")
 @click.option("--path-prefix", help="Only cite files under this folder of the index.")
+@click.option("--max-tokens", type=int, help="Longest answer, in tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole JSON response.")
 def ask_main(
     question: str,
@@ -93,10 +94,13 @@ def ask_main(
     top_k: str | None,
     index: str | None,
     path_prefix: str | None,
+    max_tokens: int | None,
     as_json: bool,
 ) -> None:
     """Ask a running rag-api and print the answer with numbered sources."""
     body: dict[str, Any] = {"question": question}
+    if max_tokens:
+        body["max_tokens"] = max_tokens
     if top_k:
         body["top_k"] = top_k if top_k == "auto" else int(top_k)
     if index:

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     # engine's /tokenize (the managed engine's folder is used automatically).
     llm_tokenizer: str | None = None
     llm_timeout: float = Field(default=120.0, gt=0)
+    # Small models loop under greedy decoding; 1.1 stops that and leaves large models alone.
+    llm_repetition_penalty: float = Field(default=1.1, ge=1.0, le=2.0)
     engine_model: str | None = None
     engine_max_model_len: int | None = Field(default=None, ge=512)
     engine_port: int = Field(default=8001, ge=1, le=65535)

@@ -59,7 +59,9 @@ class EngineClient:
         model: str | None = None,
         api_key: str | None = None,
         timeout: float = 120.0,
+        repetition_penalty: float = 1.0,
     ) -> None:
+        self.repetition_penalty = repetition_penalty
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
         self._http = httpx.AsyncClient(
@@ -119,12 +121,15 @@ class EngineClient:
     def _chat_body(
         self, model: str, messages: list[Message], max_tokens: int, temperature: float
     ) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "model": model,
             "messages": messages,
             "max_tokens": max_tokens,
             "temperature": temperature,
         }
+        if self.repetition_penalty != 1.0:  # vLLM's sampling extension of the OpenAI API
+            body["repetition_penalty"] = self.repetition_penalty
+        return body
 
     async def chat(
         self, messages: list[Message], *, max_tokens: int, temperature: float

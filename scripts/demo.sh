@@ -40,7 +40,7 @@ for question in \
   "Which HTTP status does /ask return when the engine is unavailable?"; do
   echo
   echo "== Q: $question"
-  "$BIN/rag-ask" "$question" --top-k 4
+  "$BIN/rag-ask" "$question" --top-k 4 --max-tokens 160
 done
 
 echo
