@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -38,6 +39,8 @@ def api_main(host: str | None, port: int | None, index: str | None, data_dir: Pa
     from api.app import create_app
 
     settings = _settings(api_host=host, api_port=port, index=index, data_dir=data_dir)
+    if settings.torch_threads:  # before torch loads, so that every thread of its pool obeys
+        os.environ["OMP_NUM_THREADS"] = str(settings.torch_threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     uvicorn.run(
         create_app(settings),

@@ -23,6 +23,7 @@ import asyncio
 import csv
 import dataclasses
 import json
+import os
 import statistics
 import threading
 import time
@@ -148,7 +149,8 @@ async def overhead(
                     service.loop,
                 )
             )
-            await engine_ttft(engine, model, fitted.messages)  # warm the cache
+            await engine_ttft(engine, model, fitted.messages)  # warm the engine's cache
+            answerer.retriever.forget_queries()  # the service must embed the question itself
             via_service = await service_ttft(api, question, top_k)
             direct = await engine_ttft(engine, model, fitted.messages)
             rows.append(
@@ -194,7 +196,12 @@ def main() -> None:
     parser.add_argument("--questions", type=Path, required=True)
     parser.add_argument("--asks", type=int, default=50)
     parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument(
+        "--torch-threads", type=int, help="torch threads of the service (1 beside a CPU engine)"
+    )
     args = parser.parse_args()
+    if args.torch_threads:  # before torch loads (the engine sets its own threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.torch_threads)
     if not args.folder.is_dir() or not args.questions.is_file():
         raise SystemExit("needs the SEC filings and questions of ../shared/data/sec-10q")
     data_dir = default_cache_dir() / "bench" / "ask-data"

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
 
     embed_model: str | None = None
     embed_batch_size: int = Field(default=64, ge=1, le=4096)
+    # Threads torch may use for embedding in this process (unset: torch's default, all cores).
+    # On a CPU box that also runs the engine, 1 keeps the service off the engine's core.
+    torch_threads: int | None = Field(default=None, ge=1)
 
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None

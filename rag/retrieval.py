@@ -44,6 +44,10 @@ class Retriever:
         # Tools ask the same questions again and again: keep their vectors.
         self._dense = functools.lru_cache(maxsize=4096)(embedder.encode_query)
 
+    def forget_queries(self) -> None:
+        """Drop the cached query vectors (benchmarks measure cold embeddings)."""
+        self._dense.cache_clear()
+
     def retrieve(
         self,
         index: str,
