@@ -82,6 +82,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             mode=settings.retrieval_mode,
             reranker=_reranker(settings),
             rerank_candidates=settings.rerank_candidates,
+            fusion=settings.hybrid_fusion,
         )
         counter: TokenCounter = (
             await asyncio.to_thread(LocalTokenCounter, tokenizer)

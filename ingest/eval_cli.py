@@ -108,6 +108,7 @@ def table(data: Path, split: str, max_docs: int | None) -> None:
     )
     try:
         rows = [evaluation.run(mode) for mode in MODES]
+        rows.append(evaluation.run("hybrid", fusion="rrf"))  # the other fusion, for comparison
     finally:
         evaluation.store.close()
     click.echo(
@@ -116,7 +117,7 @@ def table(data: Path, split: str, max_docs: int | None) -> None:
     )
     for r in rows:
         click.echo(
-            f"{r['mode']:<8} {r['ndcg@10']:>8.4f} {r['recall@10']:>7.4f} {r['recall@100']:>7.4f}"
+            f"{r['mode']:<10} {r['ndcg@10']:>8.4f} {r['recall@10']:>7.4f} {r['recall@100']:>7.4f}"
             f" {r['mrr@10']:>7.4f} {r['queries']:>7} {r['timings']['per_query_ms']:>9.2f}"
         )
     click.echo(json.dumps([_public(r, False) for r in rows]))

@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     max_output_tokens: int = Field(default=512, ge=1)
     max_question_chars: int = Field(default=4000, ge=1)
     retrieval_mode: Literal["dense", "sparse", "hybrid"] = "hybrid"
+    hybrid_fusion: Literal["dbsf", "rrf"] = "dbsf"
     passage_order: Literal["canonical", "score"] = "canonical"
     rerank_model: str | None = None
     rerank_candidates: int = Field(default=30, ge=1, le=1000)

@@ -20,7 +20,7 @@ from rag.embedding import Embedder
 from rag.indexes import ChunkingSpec, IndexSpec
 from rag.retrieval import Reranker, Retriever
 from rag.sparse import SparseEncoder
-from rag.store.base import SearchMode, VectorStore
+from rag.store.base import Fusion, SearchMode, VectorStore
 from rag.sync import FolderSync
 
 Run = dict[str, dict[str, float]]
@@ -162,7 +162,9 @@ class Evaluation:
             self.data, self.store, self.embedder, self.work
         )
 
-    def run(self, mode: SearchMode, k: int = 100, exact: bool = True) -> dict[str, Any]:
+    def run(
+        self, mode: SearchMode, k: int = 100, exact: bool = True, fusion: Fusion = "dbsf"
+    ) -> dict[str, Any]:
         retriever = Retriever(
             self.store,
             self.embedder,
@@ -170,12 +172,14 @@ class Evaluation:
             mode=mode,
             reranker=self.reranker,
             rerank_candidates=self.rerank_candidates,
+            fusion=fusion,
         )
         run, seconds = retrieve_all(
             retriever, self.index, self.data.queries, mode, max(k, 100), exact
         )
         result = metrics(run, self.data.qrels)
-        result["mode"] = mode + ("+rerank" if self.reranker else "")
+        label = f"{mode}-{fusion}" if mode == "hybrid" and fusion != "dbsf" else mode
+        result["mode"] = label + ("+rerank" if self.reranker else "")
         result["timings"] = {
             "ingest_s": round(self.ingest_seconds, 1),
             "retrieval_s": round(seconds, 2),

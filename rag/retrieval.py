@@ -9,7 +9,7 @@ from typing import Protocol
 
 from rag.embedding import Embedder
 from rag.sparse import SparseEncoder
-from rag.store.base import Hit, SearchFilter, SearchMode, SearchQuery, VectorStore
+from rag.store.base import Fusion, Hit, SearchFilter, SearchMode, SearchQuery, VectorStore
 
 
 class Reranker(Protocol):
@@ -34,7 +34,9 @@ class Retriever:
         mode: SearchMode = "hybrid",
         reranker: Reranker | None = None,
         rerank_candidates: int = 30,
+        fusion: Fusion = "dbsf",
     ) -> None:
+        self.fusion: Fusion = fusion
         self.store = store
         self.embedder = embedder
         self.sparse = sparse
@@ -72,6 +74,7 @@ class Retriever:
             filter=flt or SearchFilter(),
             exact=exact,
             candidates=max(100, depth),
+            fusion=self.fusion,
         )
         hits = self.store.search(index, query)
         t2 = time.perf_counter()

@@ -8,7 +8,14 @@ import pytest
 from rag.errors import IndexNotFoundError
 from rag.indexes import ChunkingSpec, IndexMeta
 from rag.sparse import SparseEncoder
-from rag.store.base import SearchFilter, SearchQuery, StoredChunk, VectorStore, path_prefixes
+from rag.store.base import (
+    Fusion,
+    SearchFilter,
+    SearchQuery,
+    StoredChunk,
+    VectorStore,
+    path_prefixes,
+)
 
 DIM = 8
 
@@ -80,9 +87,10 @@ def test_sparse_search_finds_the_chunk_with_the_query_terms(filled: VectorStore)
     assert [h.payload["source"] for h in hits][:1] == ["finance/2024/q1.pdf"]
 
 
-def test_hybrid_search_fuses_both_rankings(filled: VectorStore) -> None:
+@pytest.mark.parametrize("fusion", ["dbsf", "rrf"])
+def test_hybrid_search_fuses_both_rankings(filled: VectorStore, fusion: Fusion) -> None:
     sparse = SparseEncoder().encode_query("travel expense receipts")
-    query = SearchQuery(dense=unit(4), sparse=sparse, limit=4, mode="hybrid")
+    query = SearchQuery(dense=unit(4), sparse=sparse, limit=4, mode="hybrid", fusion=fusion)
     hits = filled.search("docs", query)
     assert hits[0].payload["source"] == "hr/handbook.md"
 

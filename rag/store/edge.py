@@ -58,6 +58,11 @@ def edge_filter(flt: SearchFilter) -> qe.Filter | None:
     return qe.Filter(must=must)
 
 
+def _fusion(query: SearchQuery) -> Any:
+    # Fusion's variants are nested classes the stub does not list as query types.
+    return qe.Fusion.Dbsf() if query.fusion == "dbsf" else qe.Fusion.Rrf(k=60)
+
+
 def _sparse(vector: SparseVector) -> qe.SparseVector:
     return qe.SparseVector(vector.indices, vector.values)
 
@@ -190,7 +195,7 @@ class EdgeStore:
                         filter=flt,
                     ),
                 ],
-                query=qe.Fusion.Rrf(k=60),  # type: ignore[arg-type]  # the stub omits Fusion's variants
+                query=_fusion(query),
                 with_payload=True,
             )
         elif query.mode == "sparse" and query.sparse is not None:

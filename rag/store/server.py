@@ -171,7 +171,11 @@ class ServerStore:
                         filter=flt,
                     ),
                 ],
-                "query": qm.RrfQuery(rrf=qm.Rrf(k=60)),
+                "query": (
+                    qm.FusionQuery(fusion=qm.Fusion.DBSF)
+                    if query.fusion == "dbsf"
+                    else qm.RrfQuery(rrf=qm.Rrf(k=60))
+                ),
             }
         elif query.mode == "sparse" and query.sparse is not None:
             kwargs = {"query": _sparse(query.sparse), "using": SPARSE, "query_filter": flt}
