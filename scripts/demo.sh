@@ -10,6 +10,8 @@ export RAG_API_PORT="${RAG_API_PORT:-8765}"
 export RAG_ENGINE_PORT="${RAG_ENGINE_PORT:-8766}"
 export RAG_API_URL="http://127.0.0.1:$RAG_API_PORT"
 export HF_HUB_OFFLINE=1
+# The CPU demo model has 135M parameters: keep its answers short and off repetition loops.
+export RAG_LLM_REPETITION_PENALTY="${RAG_LLM_REPETITION_PENALTY:-1.3}"
 unset RAG_QDRANT_URL RAG_LLM_URL
 
 echo "== ingesting docs/ and README.md into index '$RAG_INDEX' ($RAG_DATA_DIR)"
@@ -40,7 +42,7 @@ for question in \
   "Which HTTP status does /ask return when the engine is unavailable?"; do
   echo
   echo "== Q: $question"
-  "$BIN/rag-ask" "$question" --top-k 4 --max-tokens 160
+  "$BIN/rag-ask" "$question" --top-k 4 --max-tokens 96
 done
 
 echo
