@@ -10,7 +10,7 @@ export RAG_API_PORT="${RAG_API_PORT:-8765}"
 export RAG_ENGINE_PORT="${RAG_ENGINE_PORT:-8766}"
 export RAG_API_URL="http://127.0.0.1:$RAG_API_PORT"
 export HF_HUB_OFFLINE=1
-# The CPU demo model has 135M parameters: keep its answers short and off repetition loops.
+# The CPU demo model has 135M parameters: keep its answers short (it still tends to repeat).
 export RAG_LLM_REPETITION_PENALTY="${RAG_LLM_REPETITION_PENALTY:-1.3}"
 unset RAG_QDRANT_URL RAG_LLM_URL
 
