@@ -8,15 +8,20 @@ and was skipped (the others were ingested), 2 usage error (bad path, incompatibl
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from rag.config import Settings
 from rag.errors import IndexMismatchError, IndexNotFoundError, RagError, StoreUnavailableError
 from rag.store.base import VectorStore
+
+if TYPE_CHECKING:
+    from rag.sync import IngestLimits
 
 EXIT_FILES_FAILED = 1
 EXIT_USAGE = 2
@@ -41,6 +46,29 @@ def _settings(**overrides: Any) -> Settings:
         raise click.UsageError(str(exc)) from exc
 
 
+def ingest_limits(settings: Settings) -> IngestLimits:
+    """What rag-ingest may read and how it parses, from the settings."""
+    from rag.sync import IngestLimits
+
+    return IngestLimits(
+        max_file_bytes=int(settings.max_file_mb * 1_000_000),
+        workers=settings.ingest_workers or os.cpu_count() or 1,
+        parse_timeout_s=settings.parse_timeout_s,
+        worker_memory_bytes=settings.worker_memory_mb << 20,
+        batch_chunks=8 * settings.embed_batch_size,
+    )
+
+
+def _log_to(path: Path) -> None:
+    """Unexpected errors (with their tracebacks) go to the ingest log; stderr stays readable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logger = logging.getLogger("rag")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def _open_store(settings: Settings) -> VectorStore:
     from rag.store import open_store
 
@@ -63,6 +91,12 @@ def _fail(message: str, code: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--no-delete", is_flag=True, help="Keep chunks of files gone from the folders.")
 @click.option("--embed-model", envvar="RAG_EMBED_MODEL", help="Embedder: HF id or local path.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    envvar="RAG_INGEST_WORKERS",
+    help="Parse worker processes (env RAG_INGEST_WORKERS; default: one per core).",
+)
 @data_dir_option
 @qdrant_url_option
 def ingest_main(
@@ -71,26 +105,30 @@ def ingest_main(
     as_json: bool,
     no_delete: bool,
     embed_model: str | None,
+    workers: int | None,
     data_dir: Path | None,
     qdrant_url: str | None,
 ) -> None:
     """Sync the documents under PATHS into an index (PDF, Markdown, text, HTML)."""
-    from rag.embedding import Embedder
+    from rag.embedding import embedder_from
     from rag.indexes import IndexSpec
     from rag.sync import FolderSync
 
-    missing = [str(p) for p in paths if not p.exists()]
+    missing = [str(p) for p in paths if not os.path.lexists(p)]
     if missing:
         raise click.UsageError(f"no such file or folder: {', '.join(missing)}")
-    settings = _settings(index=index, data_dir=data_dir, qdrant_url=qdrant_url)
+    settings = _settings(
+        index=index, data_dir=data_dir, qdrant_url=qdrant_url, ingest_workers=workers
+    )
+    _log_to(settings.data_dir / "logs" / "ingest.log")
     try:
         spec = IndexSpec.load(settings.index, settings.indexes_dir, embed_model)
     except (RagError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
     store = _open_store(settings)
     try:
-        embedder = Embedder(spec.embed_model, batch_size=settings.embed_batch_size)
-        sync = FolderSync(store, embedder, spec)
+        embedder = embedder_from(settings, spec.embed_model)
+        sync = FolderSync(store, embedder, spec, limits=ingest_limits(settings))
         with _progress_bar() as progress:
             report = sync.run(list(paths), delete=not no_delete, progress=progress)
     except IndexMismatchError as exc:
@@ -138,12 +176,21 @@ def _print_summary(report: dict[str, Any]) -> None:
     click.echo(
         f"{report['files_seen']} files: {report['added']} added, {report['updated']} updated, "
         f"{report['unchanged']} unchanged, {report['deleted']} deleted, "
-        f"{report['skipped']} skipped (not documents), {len(report['failed'])} failed"
+        f"{report['skipped']} skipped, {len(report['failed'])} failed"
     )
+    dropped = report["unrepresentable"]
     click.echo(
         f"{report['chunks_written']} chunks written, {report['chunks_deleted']} deleted "
         f"in {report['seconds']:.1f} s"
+        + (
+            f" ({dropped['runs']} unreadable runs of {dropped['chars']} characters left out)"
+            if dropped["runs"]
+            else ""
+        )
     )
+    for entry in report["skipped_files"]:
+        if not entry["reason"].startswith(("not a document type", "hidden")):
+            click.echo(f"  skipped: {entry['path']}: {entry['reason']}", err=True)
     for failure in report["failed"]:
         click.echo(f"  failed: {failure['path']}: {failure['reason']}", err=True)
 

@@ -1,86 +1,65 @@
-"""Syncing folders into an index, decided by content hashes.
+"""Syncing folders into an index, decided by content hashes, with parsing isolated in workers.
 
-- A file whose sha256 matches a complete earlier version is skipped without parsing.
-- A new or changed file is parsed, chunked and embedded; its new points are written, then every
-  other point of that path is deleted. Point ids are uuid5(root, path, sha256, chunk index), so
-  a re-run can never duplicate.
+- A file whose sha256 matches a complete earlier version is skipped without parsing (the worker
+  hashes while it reads and stops there).
+- A new or changed file is parsed and chunked in a worker process while this process embeds
+  and writes the files before it (a pipeline with bounded queues); its new points are written,
+  then every other point of that path is deleted. Point ids are uuid5(root, path, sha256, chunk
+  index) over the name's bytes, so a re-run can never duplicate.
 - A file counts as ingested only when all its points are there: each chunk records how many
   chunks its version has, and a path whose points disagree (two hashes, or too few chunks, as a
   run killed mid-file leaves them) is redone on the next run.
 - Files gone from an ingested root lose their points (unless ``delete=False``).
+- One bad file never ends the run: it is reported with its reason and the others go on.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rag.chunking import Chunk, Chunker
-from rag.documents import file_type, parse_document
+from rag.chunking import Chunk
+from rag.discovery import Entry, SourceFile, discover
 from rag.embedding import Embedder
 from rag.errors import DocumentError
 from rag.indexes import IndexMeta, IndexSpec
+from rag.parse_pool import ParsePool
+from rag.parse_worker import Failed, Parsed, Task, Unchanged, WorkerConfig
+from rag.paths import from_fields, name_bytes, path_fields, uuid5_bytes
+from rag.reading import hash_file
+from rag.report import SyncReport
 from rag.sparse import SparseEncoder
 from rag.store.base import StoredChunk, VectorStore, path_prefixes
 
+log = logging.getLogger("rag.ingest")
 POINT_NAMESPACE = uuid.UUID("8f6b1c2e-7d1a-4a8e-9a57-3d1f0c2b9e41")
-STATE_FIELDS = ("root", "source", "sha256", "n_chunks")
-EMBED_FLUSH_CHUNKS = 512  # chunks gathered across small files before one embedding pass
+STATE_FIELDS = ("root", "root_raw", "source", "source_raw", "sha256", "n_chunks")
 
 
 @dataclass(frozen=True)
-class SourceFile:
-    root: str  # absolute, resolved folder the relative path is taken from
-    source: str  # path relative to root, with '/' separators
-    path: Path
-    kind: str
+class IngestLimits:
+    """What a run may read and how it parses (RAG_MAX_FILE_MB, RAG_INGEST_WORKERS, ...)."""
+
+    max_file_bytes: int = 100 * 1_000_000
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    parse_timeout_s: float = 60.0
+    worker_memory_bytes: int = 1024 << 20
+    batch_chunks: int = 512  # chunks embedded and written together, across files or within one
 
 
-@dataclass(frozen=True)
-class Failure:
-    path: str
-    reason: str
+Progress = Callable[[SourceFile, int, int], None]  # (file, its bytes, bytes of the whole run)
 
 
-@dataclass
-class SyncReport:
-    files_seen: int = 0
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    skipped: int = 0
-    failed: list[Failure] = field(default_factory=list)
-    chunks_written: int = 0
-    chunks_deleted: int = 0
-    pages: int = 0
-    seconds: float = 0.0
-    stages: dict[str, float] = field(
-        default_factory=lambda: dict.fromkeys(("scan", "parse", "chunk", "embed", "write"), 0.0)
-    )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "files_seen": self.files_seen,
-            "added": self.added,
-            "updated": self.updated,
-            "unchanged": self.unchanged,
-            "deleted": self.deleted,
-            "skipped": self.skipped,
-            "failed": [{"path": f.path, "reason": f.reason} for f in self.failed],
-            "chunks_written": self.chunks_written,
-            "chunks_deleted": self.chunks_deleted,
-            "pages": self.pages,
-            "seconds": round(self.seconds, 3),
-            "stages": {k: round(v, 3) for k, v in self.stages.items()},
-        }
+def point_id(root: str, source: str, sha256: str, index: int) -> str:
+    name = b"\0".join((name_bytes(root), name_bytes(source), sha256.encode(), b"%d" % index))
+    return str(uuid5_bytes(POINT_NAMESPACE, name))
 
 
 @dataclass
@@ -95,65 +74,16 @@ class _Existing:
         return None
 
 
-@dataclass
-class _Prepared:
+@dataclass(eq=False)  # compared and hashed by identity: one per file of the run
+class _Pending:
+    """A parsed file on its way to the store; its chunks may span several batches."""
+
     file: SourceFile
-    sha256: str
-    mtime: float
-    chunks: list[Chunk]
+    parsed: Parsed
     old_ids: set[str]
     is_new: bool
-
-
-Progress = Callable[[SourceFile, int, int], None]  # (file, its bytes, bytes of the whole run)
-
-
-def point_id(root: str, source: str, sha256: str, index: int) -> str:
-    return str(uuid.uuid5(POINT_NAMESPACE, f"{root}\0{source}\0{sha256}\0{index}"))
-
-
-def discover(paths: Sequence[Path], report: SyncReport) -> tuple[list[SourceFile], set[str]]:
-    """Readable document files under ``paths`` and the roots whose vanished files may go.
-
-    Symlinks are followed; a folder reached twice (a symlink loop) is walked once.
-    """
-    files: list[SourceFile] = []
-    roots: set[str] = set()
-    for given in paths:
-        if given.is_file():
-            root = given.resolve().parent
-            candidates: Iterator[Path] = iter([given])
-        else:
-            root = given.resolve()
-            roots.add(str(root))
-            candidates = _walk(root)
-        for path in candidates:
-            kind = file_type(path)
-            if kind is None:
-                report.skipped += 1
-                continue
-            source = os.path.relpath(path.absolute(), root).replace(os.sep, "/")
-            files.append(SourceFile(str(root), source, path, kind))
-    files.sort(key=lambda f: (f.root, f.source))
-    return files, roots
-
-
-def _walk(root: Path) -> Iterator[Path]:
-    seen: set[tuple[int, int]] = set()
-    for folder, dirs, names in os.walk(root, followlinks=True):
-        try:
-            st = os.stat(folder)
-        except OSError:
-            dirs[:] = []
-            continue
-        if (st.st_dev, st.st_ino) in seen:
-            dirs[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            if not name.startswith("."):
-                yield Path(folder) / name
+    written: int = 0
+    failed: bool = False
 
 
 class FolderSync:
@@ -165,20 +95,15 @@ class FolderSync:
         embedder: Embedder,
         spec: IndexSpec,
         sparse: SparseEncoder | None = None,
+        *,
+        limits: IngestLimits | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.spec = spec
         self.sparse = sparse or SparseEncoder()
+        self.limits = limits or IngestLimits()
         self.meta = self._open_index()
-        self.chunker = Chunker(
-            chunk_tokens=self.meta.chunking.chunk_tokens,
-            overlap_tokens=self.meta.chunking.overlap_tokens,
-            max_tokens=embedder.max_tokens,
-            token_ids=embedder.token_ids,
-            token_offsets=embedder.token_offsets,
-            whole_sections=self.meta.chunking.mode == "document",
-        )
 
     def _open_index(self) -> IndexMeta:
         meta = self.store.get_meta(self.spec.name)
@@ -197,149 +122,220 @@ class FolderSync:
         self.store.create_index(meta)
         return meta
 
+    def worker_config(self) -> WorkerConfig:
+        return WorkerConfig(
+            embed_model=self.meta.embed_model,
+            chunking=self.meta.chunking,
+            max_file_bytes=self.limits.max_file_bytes,
+            memory_bytes=self.limits.worker_memory_bytes,
+        )
+
     def run(
         self, paths: Sequence[Path], *, delete: bool = True, progress: Progress | None = None
     ) -> SyncReport:
         started = time.perf_counter()
         report = SyncReport()
-        index = self.spec.name
-        files, roots = discover(paths, report)
-        report.files_seen = len(files)
-        total_bytes = sum(_size(f.path) for f in files)
-        t = time.perf_counter()
+        found = discover(paths, self.limits.max_file_bytes)
+        report.files_seen = len(found.files) + len(found.failed)
+        report.failed.extend(found.failed)
+        report.skipped_files.extend(found.skipped)
         existing = self._existing()
-        report.stages["scan"] += time.perf_counter() - t
-
-        pending: list[_Prepared] = []
-        seen: set[tuple[str, str]] = set()
-        for file in files:
-            seen.add((file.root, file.source))
-            prepared = self._prepare(file, existing.get((file.root, file.source)), report)
-            if progress is not None:
-                progress(file, _size(file.path), total_bytes)
-            if prepared is not None:
-                pending.append(prepared)
-            if sum(len(p.chunks) for p in pending) >= EMBED_FLUSH_CHUNKS:
-                self._commit(pending, report)
-                pending = []
-        self._commit(pending, report)
-
+        report.stages["scan"] += time.perf_counter() - started
+        total_bytes = sum(f.size for f in found.files)
+        t = time.perf_counter()
+        changed = []
+        for file in found.files:
+            state = existing.get((file.root, file.source))
+            known = state.complete_hash() if state else None
+            if known is not None:  # hashing here spares starting workers for unchanged files
+                try:
+                    unchanged = hash_file(file.path, self.limits.max_file_bytes) == known
+                except DocumentError as exc:
+                    report.failed.append(Entry(file.path, str(exc)))
+                    continue
+                if unchanged:
+                    report.unchanged += 1
+                    if progress is not None:
+                        progress(file, file.size, total_bytes)
+                    continue
+            changed.append(file)
+        report.stages["read"] += time.perf_counter() - t
+        if changed:
+            self._ingest(changed, existing, report, progress, total_bytes)
         if delete:
+            seen = {(f.root, f.source) for f in found.files}
             vanished = [
                 state
                 for (root, source), state in existing.items()
-                if root in roots and (root, source) not in seen
+                if root in found.roots
+                and (root, source) not in seen
+                and not os.path.lexists(os.path.join(root, source))  # skipped, not gone
             ]
             ids = [i for state in vanished for i in state.ids]
             t = time.perf_counter()
-            self.store.delete(index, ids)
+            self.store.delete(self.spec.name, ids)
             report.stages["write"] += time.perf_counter() - t
             report.deleted = len(vanished)
             report.chunks_deleted += len(ids)
         if report.chunks_written or report.chunks_deleted:
             t = time.perf_counter()
-            self.store.optimize(index)
+            self.store.optimize(self.spec.name)
             report.stages["write"] += time.perf_counter() - t
         report.seconds = time.perf_counter() - started
         return report
 
+    def _ingest(
+        self,
+        files: list[SourceFile],
+        existing: dict[tuple[str, str], _Existing],
+        report: SyncReport,
+        progress: Progress | None,
+        total_bytes: int,
+    ) -> None:
+        tasks = [Task(seq, file.path, file.kind, None) for seq, file in enumerate(files)]
+        workers = max(1, min(self.limits.workers, len(tasks)))
+        batch = _Batch(self, report)
+        with ParsePool(
+            self.worker_config(), workers=workers, timeout_s=self.limits.parse_timeout_s
+        ) as pool:
+            report.workers = workers
+            for task, outcome in pool.imap(tasks, backlog=2 * workers):
+                file = files[task.seq]
+                if isinstance(outcome, Unchanged):
+                    report.unchanged += 1
+                    report.stages["read"] += outcome.read_s
+                elif isinstance(outcome, Failed):
+                    report.failed.append(Entry(file.path, outcome.reason))
+                else:
+                    state = existing.get((file.root, file.source))
+                    batch.add(
+                        _Pending(
+                            file,
+                            outcome,
+                            old_ids=state.ids if state else set(),
+                            is_new=state is None or state.complete_hash() is None,
+                        )
+                    )
+                if progress is not None:
+                    progress(file, file.size, total_bytes)
+            batch.flush()
+            report.workers_replaced = pool.replaced
+
     def _existing(self) -> dict[tuple[str, str], _Existing]:
         state: dict[tuple[str, str], _Existing] = {}
         for point, payload in self.store.scan(self.spec.name, STATE_FIELDS):
-            key = (str(payload.get("root")), str(payload.get("source")))
-            entry = state.setdefault(key, _Existing())
+            root = from_fields(str(payload.get("root")), payload.get("root_raw"))
+            source = from_fields(str(payload.get("source")), payload.get("source_raw"))
+            entry = state.setdefault((root, source), _Existing())
             entry.ids.add(point)
             entry.hashes.add(str(payload.get("sha256")))
             entry.n_chunks = int(payload.get("n_chunks", -1))
         return state
 
-    def _prepare(
-        self, file: SourceFile, existing: _Existing | None, report: SyncReport
-    ) -> _Prepared | None:
-        try:
-            data = file.path.read_bytes()
-            mtime = file.path.stat().st_mtime
-        except OSError as exc:
-            report.failed.append(Failure(str(file.path), _os_reason(exc)))
-            return None
-        sha256 = hashlib.sha256(data).hexdigest()
-        if existing is not None and existing.complete_hash() == sha256:
-            report.unchanged += 1
-            return None
-        t = time.perf_counter()
-        try:
-            sections = parse_document(data, file.kind)
-        except DocumentError as exc:
-            report.failed.append(Failure(str(file.path), str(exc)))
-            return None
-        finally:
-            report.stages["parse"] += time.perf_counter() - t
-        report.pages += len({s.page for s in sections}) if file.kind == "pdf" else 1
-        t = time.perf_counter()
-        chunks = self.chunker.chunk(sections)
-        report.stages["chunk"] += time.perf_counter() - t
-        if not chunks:
-            report.failed.append(Failure(str(file.path), "no text to index"))
-            return None
-        is_new = existing is None or existing.complete_hash() is None
-        old_ids = existing.ids if existing is not None else set()
-        return _Prepared(file, sha256, mtime, chunks, old_ids, is_new)
 
-    def _commit(self, batch: list[_Prepared], report: SyncReport) -> None:
-        if not batch:
+_Row = tuple[_Pending, int, Chunk]  # a file, the chunk's index in it, the chunk
+_Point = tuple[_Pending, StoredChunk]
+
+
+class _Batch:
+    """Chunks gathered across files, embedded and written ``batch_chunks`` at a time."""
+
+    def __init__(self, sync: FolderSync, report: SyncReport) -> None:
+        self.sync = sync
+        self.report = report
+        self.rows: list[_Row] = []
+
+    def add(self, item: _Pending) -> None:
+        parsed, stages = item.parsed, self.report.stages
+        stages["read"] += parsed.read_s
+        stages["parse"] += parsed.parse_s
+        stages["chunk"] += parsed.chunk_s
+        self.report.pages += parsed.pages
+        self.report.dropped_runs += parsed.dropped_runs
+        self.report.dropped_chars += parsed.dropped_chars
+        for i, chunk in enumerate(parsed.chunks):
+            self.rows.append((item, i, chunk))
+            if len(self.rows) >= self.sync.limits.batch_chunks:
+                self.flush()
+
+    def flush(self) -> None:
+        rows = [row for row in self.rows if not row[0].failed]
+        self.rows = []
+        if not rows:
             return
-        texts = [chunk.text for item in batch for chunk in item.chunks]
+        points = self._points(rows)
         t = time.perf_counter()
-        dense = self.embedder.encode(texts)
-        sparse = [self.sparse.encode_document(text) for text in texts]
-        report.stages["embed"] += time.perf_counter() - t
+        index = self.sync.spec.name
+        self.sync.store.upsert(index, [p for _, p in points])
+        for item, _ in points:
+            item.written += 1
+        for item in dict.fromkeys(item for item, _, _ in rows):
+            if item.failed or item.written < len(item.parsed.chunks):
+                continue
+            self._finish(item)
+        self.report.stages["write"] += time.perf_counter() - t
+
+    def _points(self, rows: list[_Row]) -> list[_Point]:
+        """Embedded points of ``rows``; a file whose chunks cannot be embedded fails alone."""
         t = time.perf_counter()
-        row = 0
-        for item in batch:
+        try:
+            points = self._embed(rows)
+        except Exception:  # find the file at fault: embed file by file
             points = []
-            for i, chunk in enumerate(item.chunks):
-                payload = _payload(item, i, chunk)
-                pid = point_id(item.file.root, item.file.source, item.sha256, i)
-                points.append(StoredChunk(pid, dense[row], sparse[row], payload))
-                row += 1
-            self.store.upsert(self.spec.name, points)
-            stale = sorted(item.old_ids - {p.id for p in points})
-            self.store.delete(self.spec.name, stale)
-            report.chunks_written += len(points)
-            report.chunks_deleted += len(stale)
-            if item.is_new:
-                report.added += 1
-            else:
-                report.updated += 1
-        report.stages["write"] += time.perf_counter() - t
+            for item in dict.fromkeys(item for item, _, _ in rows):
+                own = [row for row in rows if row[0] is item]
+                try:
+                    points.extend(self._embed(own))
+                except Exception as exc:
+                    log.exception("embedding %r failed", item.file.path)
+                    self._fail(item, f"embedding failed: {type(exc).__name__}: {exc}")
+        self.report.stages["embed"] += time.perf_counter() - t
+        return points
+
+    def _embed(self, rows: list[_Row]) -> list[_Point]:
+        texts = [chunk.text for _, _, chunk in rows]
+        dense = self.sync.embedder.encode(texts)
+        points = []
+        for row, (item, i, chunk) in enumerate(rows):
+            file, parsed = item.file, item.parsed
+            pid = point_id(file.root, file.source, parsed.sha256, i)
+            sparse = self.sync.sparse.encode_document(chunk.text)
+            points.append((item, StoredChunk(pid, dense[row], sparse, _payload(item, i, chunk))))
+        return points
+
+    def _fail(self, item: _Pending, reason: str) -> None:
+        if not item.failed:
+            item.failed = True
+            self.report.failed.append(Entry(item.file.path, reason))
+
+    def _finish(self, item: _Pending) -> None:
+        file, parsed = item.file, item.parsed
+        count = len(parsed.chunks)
+        new_ids = {point_id(file.root, file.source, parsed.sha256, i) for i in range(count)}
+        stale = sorted(item.old_ids - new_ids)
+        self.sync.store.delete(self.sync.spec.name, stale)
+        self.report.chunks_written += len(parsed.chunks)
+        self.report.chunks_deleted += len(stale)
+        if item.is_new:
+            self.report.added += 1
+        else:
+            self.report.updated += 1
 
 
-def _payload(item: _Prepared, index: int, chunk: Chunk) -> dict[str, Any]:
+def _payload(item: _Pending, index: int, chunk: Chunk) -> dict[str, Any]:
+    file, parsed = item.file, item.parsed
+    names = {**path_fields(file.root, "root"), **path_fields(file.source, "source")}
     return {
-        "root": item.file.root,
-        "source": item.file.source,
-        "dirs": path_prefixes(item.file.source),
-        "type": item.file.kind,
-        "sha256": item.sha256,
-        "mtime": item.mtime,
+        **names,
+        "dirs": path_prefixes(names["source"]),
+        "type": file.kind,
+        "sha256": parsed.sha256,
+        "mtime": parsed.mtime,
         "page": chunk.page,
         "heading": list(chunk.heading),
         "char_start": chunk.char_start,
         "char_end": chunk.char_end,
         "chunk_index": index,
-        "n_chunks": len(item.chunks),
+        "n_chunks": len(parsed.chunks),
         "text": chunk.text,
     }
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _os_reason(exc: OSError) -> str:
-    if exc.errno == 40:  # ELOOP
-        return "symlink loop"
-    return exc.strerror or str(exc)

@@ -187,7 +187,7 @@ def test_a_run_killed_mid_file_then_rerun_equals_a_clean_run(
     clean = sync_for(edge_store, embedder, "clean")
     clean.run([tmp_path / "docs"])
 
-    crashing = CrashingStore(edge_store, crash_on_upsert=2)
+    crashing = CrashingStore(edge_store, crash_on_upsert=1)
     with pytest.raises(KeyboardInterrupt):
         FolderSync(crashing, embedder, IndexSpec(name="crashed")).run([tmp_path / "docs"])  # type: ignore[arg-type]
     files["report"].write_bytes(files["report"].read_bytes())  # untouched content, new mtime
