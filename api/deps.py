@@ -11,6 +11,7 @@ from api.metrics import ServiceMetrics
 from rag.answer import Answerer
 from rag.config import Settings
 from rag.engine import EngineProcess
+from rag.engine.supervisor import EngineSupervisor
 from rag.llm import EngineClient
 from rag.store.base import VectorStore
 
@@ -22,6 +23,7 @@ class Services:
     engine: EngineClient
     answerer: Answerer
     metrics: ServiceMetrics
+    supervisor: EngineSupervisor
     engine_process: EngineProcess | None = None
 
 

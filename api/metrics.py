@@ -37,6 +37,12 @@ class ServiceMetrics:
             buckets=(0, 1, 2, 3, 5, 8, 10, 20, 50, 100, 200, 500, 1000),
             registry=r,
         )
+        self.engine_restarts = Counter(
+            "rag_engine_restarts", "Restarts of the managed engine after it died", registry=r
+        )
+        self.engine_ready = Gauge(
+            "rag_engine_ready", "1 while the engine answers its health check", registry=r
+        )
         self.cache_hit_ratio = Gauge(
             "rag_engine_prefix_cache_hit_ratio",
             "Engine prefix-cache hits / queries since the engine started",
@@ -64,7 +70,8 @@ class ServiceMetrics:
         self.prompt_tokens.observe(answer.usage.prompt_tokens)
         self.passages.observe(len(answer.citations))
 
-    async def render(self, engine: EngineClient) -> bytes:
+    async def render(self, engine: EngineClient, engine_ready: bool) -> bytes:
+        self.engine_ready.set(1 if engine_ready else 0)
         try:
             hits, queries = prefix_cache_counters(await engine.metrics_text())
         except Exception:  # the service's metrics stay available while the engine is down

@@ -2,50 +2,101 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 
 from rag.indexes import check_index_name
 
 MAX_QUESTION_CHARS = 4000
+# The schema's bound on max_tokens before the engine is known; `api.openapi` replaces it with
+# the engine's own bound (half its window) once the service knows the window.
+MAX_TOKENS_BOUND = 262144
+
+
+def _iso_text(value: Any) -> Any:
+    """Dates come as ISO 8601 text: a number is not silently read as a Unix time."""
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an ISO 8601 date-time string, e.g. 2024-01-31T00:00:00Z")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_text)]
+
+
+def _representable(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        value.timestamp()
+    except (OverflowError, ValueError, OSError) as exc:
+        raise ValueError(f"date {value.isoformat()} is out of the representable range") from exc
+    return value
+
+
+# A question needs one character that is neither whitespace nor a control character (NUL...).
+HAS_TEXT = r"[^\s\x00-\x1f\x7f-\x9f]"
+
+
+def _has_text(value: str) -> str:
+    if not re.search(HAS_TEXT, value):
+        raise ValueError("question must not be blank")
+    return value.strip()
 
 
 class Filters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path_prefix: str | None = Field(default=None, max_length=1024)
+    path_prefix: StrictStr | None = Field(
+        default=None,
+        max_length=1024,
+        description="A folder or file path relative to the ingested folder; matches whole "
+        "names ('reports' or 'reports/q1.pdf'), not the start of a name.",
+    )
     file_types: list[Literal["pdf", "markdown", "text", "html"]] | None = None
-    modified_after: datetime | None = None
-    modified_before: datetime | None = None
+    modified_after: IsoDateTime | None = None
+    modified_before: IsoDateTime | None = None
+
+    _dates = field_validator("modified_after", "modified_before")(_representable)
 
 
 class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
-    top_k: int | Literal["auto"] | None = Field(default=None)
-    index: str | None = None
+    question: StrictStr = Field(
+        min_length=1, max_length=MAX_QUESTION_CHARS, json_schema_extra={"pattern": HAS_TEXT}
+    )
+    top_k: Annotated[int, Field(ge=1, le=100, strict=True)] | Literal["auto"] | None = Field(
+        default=None, description='1 to 100 passages, or "auto" to fill the window.'
+    )
+    index: StrictStr | None = Field(  # the pattern is checked by check_index_name (its message)
+        default=None,
+        min_length=1,
+        max_length=64,
+        json_schema_extra={"pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+    )
     filters: Filters | None = None
-    max_tokens: int | None = Field(default=None, ge=1, le=32768)
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    stream: bool = False
+    max_tokens: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TOKENS_BOUND,
+        description="Longest answer in tokens; at most half the engine's context window.",
+    )
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, strict=True)  # an int is a number
+    stream: StrictBool = False
 
-    @field_validator("question")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("question must not be blank")
-        return value
-
-    @field_validator("top_k")
-    @classmethod
-    def _top_k_range(cls, value: int | str | None) -> int | str | None:
-        if isinstance(value, int) and not 1 <= value <= 100:
-            raise ValueError('top_k must be between 1 and 100, or "auto"')
-        return value
+    _question = field_validator("question")(_has_text)
 
     @field_validator("index")
     @classmethod
@@ -86,6 +137,20 @@ class AskResponse(BaseModel):
     timings: Timings
     model: str
     finish_reason: str | None
+    notice: str | None = Field(
+        default=None, description="Why there is nothing to answer from, when filters left nothing."
+    )
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    checks: dict[str, str] = Field(
+        description='"ok", or what is wrong, for each of "engine", "store" and "index".'
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -11,11 +11,11 @@ from typing import Any, Literal
 from rag.errors import IndexMismatchError, RagError
 
 DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def check_index_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):  # `$` alone would let a trailing newline through
         raise ValueError(
             f"invalid index name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"

@@ -4,7 +4,7 @@ through the engine's own ``/tokenize``, model info and its Prometheus metrics.""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,10 @@ Message = dict[str, str]
 
 class EngineUnavailableError(RagError):
     """The engine cannot be reached (stopped, starting, or the network is down)."""
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds, for the HTTP Retry-After header
 
 
 class EngineTimeoutError(RagError):
@@ -75,6 +79,11 @@ class EngineClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    @property
+    def known_model_info(self) -> ModelInfo | None:
+        """The served model's info if it has been read already (no request)."""
+        return self._info
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -147,8 +156,12 @@ class EngineClient:
 
     async def stream_chat(
         self, messages: list[Message], *, max_tokens: int, temperature: float
-    ) -> AsyncIterator[Delta]:
-        """Text deltas as the engine produces them; closing the iterator aborts the request."""
+    ) -> AsyncGenerator[Delta, None]:
+        """Text deltas as the engine produces them; closing the iterator aborts the request.
+
+        The first delta is empty and comes as soon as the engine has accepted the request
+        (its response status is in), so a caller can learn of a refusal before it answers.
+        """
         info = await self.model_info()
         body = self._chat_body(info.id, messages, max_tokens, temperature)
         body["stream"] = True
@@ -158,6 +171,7 @@ class EngineClient:
                 if response.status_code >= 400:
                     await response.aread()
                     _raise_for_status(response, "/v1/chat/completions")
+                yield Delta(text="")
                 finish: str | None = None
                 async for line in response.aiter_lines():
                     if not line.startswith("data: "):

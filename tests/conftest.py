@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from rag.embedding import Embedder
 from rag.engine import EngineProcess
 from rag.store.base import VectorStore
+
+if TYPE_CHECKING:
+    from tests.service import RunningService
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SEC_DIR = SHARED_DATA / "sec-10q"
@@ -78,3 +83,49 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
 @pytest.fixture(scope="session")
 def engine_url(engine: EngineProcess) -> str:
     return engine.url
+
+
+@pytest.fixture(scope="session")
+def indexed(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> dict[str, Any]:
+    """The ask tests' index "docs" (mixed corpus, catalogue, a filing when the shared data is
+    here) and "whole" (one passage larger than half the CPU engine's window)."""
+    from rag.indexes import ChunkingSpec, IndexSpec
+    from rag.store.edge import EdgeStore
+    from rag.sync import FolderSync
+    from tests.asking import write_catalogue
+    from tests.documents import write_corpus
+
+    base = tmp_path_factory.mktemp("ask")
+    docs = base / "docs"
+    write_corpus(docs)
+    write_catalogue(docs / "catalogue" / "products.md")
+    sec = SEC_DIR / "2023 Q3 AAPL.pdf"
+    if sec.exists():
+        (docs / "filings").mkdir()
+        shutil.copy(sec, docs / "filings" / sec.name)
+    store = EdgeStore(base / "data")
+    try:
+        FolderSync(store, embedder, IndexSpec(name="docs")).run([docs])
+        long = base / "long" / "notes.txt"
+        long.parent.mkdir()
+        long.write_text(" ".join(f"Note {k}: the kettle ships on day {k}." for k in range(900)))
+        whole = IndexSpec(name="whole", chunking=ChunkingSpec(mode="document"))
+        FolderSync(store, embedder, whole).run([long.parent])  # one passage of ~11K tokens
+        located = {(p["source"], p["page"]) for _, p in store.scan("docs", ["source", "page"])}
+    finally:
+        store.close()
+    return {"data_dir": base / "data", "located": located}
+
+
+@pytest.fixture(scope="session")
+def service(indexed: dict[str, Any], engine_url: str) -> Iterator[RunningService]:
+    """The service over the real engine and the ask tests' index, shared by their modules."""
+    from api.app import create_app
+    from rag.config import Settings
+    from tests.service import RunningService
+
+    settings = Settings(
+        data_dir=indexed["data_dir"], index="docs", llm_url=engine_url, llm_timeout=60
+    )
+    with RunningService(create_app(settings)) as running:
+        yield running

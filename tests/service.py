@@ -1,17 +1,29 @@
-"""A real uvicorn server on a free port, in a thread whose event loop tests can borrow."""
+"""A real uvicorn server on a free port, in a thread whose event loop tests can borrow; and
+`rag-api` as a real process with the engine it manages."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import psutil
 import uvicorn
 from fastapi import FastAPI
+
+from rag.embedding import Embedder
+from rag.indexes import IndexSpec
+from rag.store.edge import EdgeStore
+from rag.sync import FolderSync
+from tests.documents import write_corpus
 
 T = TypeVar("T")
 
@@ -53,3 +65,46 @@ class RunningService:
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=300)
+
+
+def start_api(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`rag-api` with its own engine and embedded store under ``tmp_path``; returns its URL."""
+    port, engine_port = free_port(), free_port()
+    environ = {k: v for k, v in os.environ.items() if k not in ("RAG_LLM_URL", "RAG_QDRANT_URL")}
+    environ.update(
+        RAG_DATA_DIR=str(tmp_path / "data"),
+        RAG_API_PORT=str(port),
+        RAG_ENGINE_PORT=str(engine_port),
+        HF_HUB_OFFLINE="1",
+    )
+    environ.update(env)
+    port = int(environ["RAG_API_PORT"])
+    log = (tmp_path / "api.log").open("ab")
+    rag_api = Path(sys.executable).parent / "rag-api"
+    api = subprocess.Popen([str(rag_api)], env=environ, stdout=log, stderr=log)
+    return api, f"http://127.0.0.1:{port}"
+
+
+def engine_processes(api: subprocess.Popen[bytes], timeout: float = 120) -> list[psutil.Process]:
+    """The engine's processes (server and workers) once rag-api has spawned them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = psutil.Process(api.pid).children(recursive=True)
+        servers = [p for p in children if "vllm.entrypoints" in " ".join(p.cmdline())]
+        if servers:
+            time.sleep(5)  # let it spawn its engine-core worker too
+            return [servers[0], *servers[0].children(recursive=True)]
+        time.sleep(0.5)
+    raise AssertionError("rag-api did not start an engine")
+
+
+def index_corpus(base: Path, embedder: Embedder, index: str = "default") -> Path:
+    """The small mixed corpus under ``base/docs``, indexed into the embedded store at
+    ``base/data`` (closed again: a service may open it). Returns the data folder."""
+    write_corpus(base / "docs")
+    store = EdgeStore(base / "data")
+    try:
+        FolderSync(store, embedder, IndexSpec(name=index)).run([base / "docs"])
+    finally:
+        store.close()
+    return base / "data"

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,39 +10,9 @@ import httpx
 import psutil
 import pytest
 
-from tests.service import free_port
+from tests.service import engine_processes, start_api
 
 pytestmark = pytest.mark.engine
-BIN = Path(sys.executable).parent
-
-
-def start_api(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port, engine_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "RAG_DATA_DIR": str(tmp_path / "data"),
-        "RAG_API_PORT": str(port),
-        "RAG_ENGINE_PORT": str(engine_port),
-        "HF_HUB_OFFLINE": "1",
-    }
-    env.pop("RAG_LLM_URL", None)
-    env.pop("RAG_QDRANT_URL", None)
-    log = (tmp_path / "api.log").open("wb")
-    api = subprocess.Popen([str(BIN / "rag-api")], env=env, stdout=log, stderr=log)
-    return api, f"http://127.0.0.1:{port}"
-
-
-def engine_processes(api: subprocess.Popen[bytes], timeout: float = 120) -> list[psutil.Process]:
-    """The engine's processes (server and workers) once rag-api has spawned them."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        children = psutil.Process(api.pid).children(recursive=True)
-        servers = [p for p in children if "vllm.entrypoints" in " ".join(p.cmdline())]
-        if servers:
-            time.sleep(5)  # let it spawn its engine-core worker too
-            return [servers[0], *servers[0].children(recursive=True)]
-        time.sleep(0.5)
-    raise AssertionError("rag-api did not start an engine")
 
 
 def wait_gone(processes: list[psutil.Process], timeout: float = 60) -> list[psutil.Process]:

@@ -81,6 +81,7 @@ class EngineProcess:
         self.config = config
         self.log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
+        self._pgid: int | None = None  # the group outlives a crashed server: its workers stay
 
     @property
     def url(self) -> str:
@@ -92,6 +93,10 @@ class EngineProcess:
 
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        """The server's exit status once it has exited; None while it runs or before start."""
+        return self._proc.poll() if self._proc is not None else None
 
     def start(self) -> None:
         """Spawn the server (from the main thread: the death signal follows the spawning thread)."""
@@ -109,6 +114,7 @@ class EngineProcess:
                 start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
+        self._pgid = self._proc.pid  # a new session: the group id is the server's pid
 
     def wait_ready(
         self, timeout: float = 900.0, on_wait: Callable[[float], None] | None = None
@@ -133,17 +139,24 @@ class EngineProcess:
             time.sleep(1.0)
 
     def stop(self, grace: float = 20.0) -> None:
-        """SIGTERM the engine's process group, then SIGKILL what is left after ``grace``."""
+        """SIGTERM the engine's process group, then SIGKILL what is left after ``grace``.
+
+        The group is killed even when the server itself has already exited (a crash, a kill):
+        vLLM's EngineCore and worker processes outlive it otherwise.
+        """
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        pgid, self._pgid = self._pgid, None
+        if proc is None or pgid is None:
             return
-        pgid = os.getpgid(proc.pid)
-        os.killpg(pgid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(pgid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
+                proc.wait(timeout=10)
         with contextlib.suppress(ProcessLookupError):  # workers that outlived the server
             os.killpg(pgid, signal.SIGKILL)
 
