@@ -8,20 +8,25 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
-from starlette.middleware.base import RequestResponseEndpoint
+from fastapi import FastAPI
 
+from api.auth import Access
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.metrics import ServiceMetrics
+from api.middleware import BodyLimit, CountRequests
+from api.openapi import install_contract
 from api.routes import router
 from rag.answer import Answerer
 from rag.config import Settings
-from rag.embedding import Embedder
+from rag.embedding import Embedder, embedder_from
 from rag.engine import EngineProcess, local_engine_config
+from rag.engine.supervisor import EngineSupervisor
 from rag.indexes import IndexSpec
+from rag.keys import KeyStore, keys_path
 from rag.llm import EngineClient
 from rag.prompt import PromptBudget
+from rag.ratelimit import RateLimiter
 from rag.retrieval import Reranker, Retriever
 from rag.sparse import SparseEncoder
 from rag.store import open_store
@@ -33,7 +38,7 @@ log = logging.getLogger("rag.api")
 def _embedder_for(settings: Settings, store_meta_model: str | None) -> Embedder:
     """The embedder the default index was built with (the index's record wins over settings)."""
     spec = IndexSpec.load(settings.index, settings.indexes_dir, settings.embed_model)
-    return Embedder(store_meta_model or spec.embed_model, batch_size=settings.embed_batch_size)
+    return embedder_from(settings, store_meta_model or spec.embed_model)
 
 
 def _reranker(settings: Settings) -> Reranker | None:
@@ -42,6 +47,18 @@ def _reranker(settings: Settings) -> Reranker | None:
     from rag.rerank import CrossEncoderReranker
 
     return CrossEncoderReranker(settings.rerank_model)
+
+
+def _supervisor(
+    engine: EngineClient, process: EngineProcess | None, settings: Settings, metrics: ServiceMetrics
+) -> EngineSupervisor:
+    return EngineSupervisor(
+        engine.health,
+        process,
+        start_timeout=settings.engine_start_timeout,
+        on_restart=metrics.engine_restarts.inc,
+        on_ready=lambda: engine.model_info(refresh=True),
+    )
 
 
 @asynccontextmanager
@@ -55,7 +72,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             config = await asyncio.to_thread(local_engine_config, settings)
             engine_process = EngineProcess(config, settings.data_dir / "logs" / "engine.log")
             engine_process.start()  # in the main thread: the child dies with this process
-            stack.callback(engine_process.stop)
+            stack.callback(engine_process.stop)  # the whole group, after a crash too
             url = config.url
             if Path(config.model).is_dir():
                 tokenizer = config.model  # the served folder: count in-process
@@ -73,8 +90,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             model=settings.llm_model,
             api_key=settings.llm_api_key,
             timeout=settings.llm_timeout,
+            repetition_penalty=settings.llm_repetition_penalty,
         )
         stack.push_async_callback(engine.aclose)
+        metrics = ServiceMetrics()
+        supervisor = _supervisor(engine, engine_process, settings, metrics)
+        if engine_process is None:
+            await supervisor.probe_once()  # an external engine that is up serves at once
+        supervisor.start()
+        stack.push_async_callback(supervisor.aclose)  # stopped before the engine is
         retriever = Retriever(
             store,
             embedder,
@@ -92,12 +116,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         answerer = Answerer(
             retriever, PromptBudget(engine, counter), engine, passage_order=settings.passage_order
         )
+        app.state.access = Access(
+            KeyStore(keys_path(settings)),
+            RateLimiter(settings.rate_limit_rps, settings.rate_limit_tokens_per_minute),
+            settings.auth,
+            settings.metrics_public,
+        )
         app.state.services = Services(
             settings=settings,
             store=store,
             engine=engine,
             answerer=answerer,
-            metrics=ServiceMetrics(),
+            metrics=metrics,
+            supervisor=supervisor,
             engine_process=engine_process,
         )
         yield
@@ -112,14 +143,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router)
-
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next: RequestResponseEndpoint) -> Response:
-        response = await call_next(request)
-        services: Services | None = getattr(request.app.state, "services", None)
-        route = request.scope.get("route")
-        if services is not None and route is not None:
-            services.metrics.requests.labels(route.path, str(response.status_code)).inc()
-        return response
-
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(CountRequests)  # outermost: counts the 413s of BodyLimit too
+    install_contract(app)
     return app

@@ -26,6 +26,12 @@ def _settings(**overrides: Any) -> Settings:
         raise click.UsageError(str(exc)) from exc
 
 
+def limit_torch_threads(settings: Settings) -> None:
+    """RAG_TORCH_THREADS, before torch loads, so that every thread of its pool obeys."""
+    if settings.torch_threads:
+        os.environ["OMP_NUM_THREADS"] = str(settings.torch_threads)
+
+
 @click.command()
 @click.option("--host", envvar="RAG_API_HOST", help="Bind address (env RAG_API_HOST).")
 @click.option("--port", type=int, envvar="RAG_API_PORT", help="Port (env RAG_API_PORT).")
@@ -39,8 +45,7 @@ def api_main(host: str | None, port: int | None, index: str | None, data_dir: Pa
     from api.app import create_app
 
     settings = _settings(api_host=host, api_port=port, index=index, data_dir=data_dir)
-    if settings.torch_threads:  # before torch loads, so that every thread of its pool obeys
-        os.environ["OMP_NUM_THREADS"] = str(settings.torch_threads)
+    limit_torch_threads(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     uvicorn.run(
         create_app(settings),
@@ -91,6 +96,7 @@ def engine_main(port: int | None) -> None:
 @click.option("--path-prefix", help="Only cite files under this folder of the index.")
 @click.option("--max-tokens", type=int, help="Longest answer, in tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole JSON response.")
+@click.option("--api-key", envvar="RAG_API_KEY", help="The service's API key (env RAG_API_KEY).")
 def ask_main(
     question: str,
     url: str,
@@ -99,6 +105,7 @@ def ask_main(
     path_prefix: str | None,
     max_tokens: int | None,
     as_json: bool,
+    api_key: str | None,
 ) -> None:
     """Ask a running rag-api and print the answer with numbered sources."""
     body: dict[str, Any] = {"question": question}
@@ -112,7 +119,9 @@ def ask_main(
         body["filters"] = {"path_prefix": path_prefix}
     stream = sys.stdout.isatty() and not as_json
     try:
-        with httpx.Client(base_url=url, timeout=httpx.Timeout(600, connect=5)) as client:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        timeout = httpx.Timeout(600, connect=5)
+        with httpx.Client(base_url=url, timeout=timeout, headers=headers) as client:
             if stream:
                 _ask_streaming(client, body)
             else:

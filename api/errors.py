@@ -9,15 +9,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from api.auth import ACCESS_STATUSES, access_error_headers
+from api.cancel import ClientDisconnectedError
+from rag.answer import OutputTooLongError
 from rag.errors import IndexMismatchError, IndexNotFoundError, StoreUnavailableError
 from rag.llm import EngineRejectedError, EngineTimeoutError, EngineUnavailableError
-from rag.prompt import PromptTooLongError
+from rag.prompt import NoPassageFitsError, PromptTooLongError
 
-RETRY_AFTER_S = "5"
+RETRY_AFTER_S = 5
 
 STATUSES: list[tuple[type[Exception], int, str]] = [
+    *ACCESS_STATUSES,  # 401, 403, 429
     (PromptTooLongError, 413, "prompt_too_long"),
-    (IndexNotFoundError, 422, "unknown_index"),
+    (NoPassageFitsError, 413, "no_passage_fits"),
+    (OutputTooLongError, 422, "invalid_request"),
+    (ClientDisconnectedError, 499, "client_closed_request"),
+    (IndexNotFoundError, 404, "unknown_index"),
     (IndexMismatchError, 422, "index_mismatch"),
     (EngineUnavailableError, 503, "engine_unavailable"),
     (StoreUnavailableError, 503, "store_unavailable"),
@@ -26,11 +33,23 @@ STATUSES: list[tuple[type[Exception], int, str]] = [
 ]
 
 
+def envelope(kind: str, message: str) -> dict[str, Any]:
+    return {"error": {"type": kind, "message": message}}
+
+
+def retry_after(exc: Exception) -> dict[str, str]:
+    seconds = exc.retry_after if isinstance(exc, EngineUnavailableError) else RETRY_AFTER_S
+    return {"Retry-After": str(seconds)}
+
+
 def error_body(exc: Exception) -> tuple[int, dict[str, Any]]:
     for kind, status, name in STATUSES:
         if isinstance(exc, kind):
-            return status, {"error": {"type": name, "message": str(exc)}}
-    return 500, {"error": {"type": "internal_error", "message": "internal error; see the log"}}
+            return status, envelope(name, str(exc))
+    return 500, envelope("internal_error", "internal error; see the log")
+
+
+HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -44,17 +63,16 @@ def _validation_message(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     async def typed(_: Request, exc: Exception) -> JSONResponse:
         status, body = error_body(exc)
-        headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else None
+        headers = access_error_headers(exc) or (retry_after(exc) if status == 503 else None)
         return JSONResponse(body, status_code=status, headers=headers)
 
     async def invalid(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        body = {"error": {"type": "invalid_request", "message": _validation_message(exc)}}
-        return JSONResponse(body, status_code=422)
+        return JSONResponse(envelope("invalid_request", _validation_message(exc)), 422)
 
     async def http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        body = {"error": {"type": "http_error", "message": str(exc.detail)}}
+        body = envelope(HTTP_TYPES.get(exc.status_code, "http_error"), str(exc.detail))
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     for kind, _, _ in STATUSES:

@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import asdict
-from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from api.auth import AdmittedDep, MetricsAccessDep, PrincipalDep, get_access, require_read
+from api.cancel import unless_disconnected
 from api.deps import Services, ServicesDep
 from api.errors import error_body
-from api.protocol import AskRequest, AskResponse, ErrorResponse
+from api.openapi import ASK_RESPONSES, METRICS_RESPONSES, READY_RESPONSES
+from api.protocol import AskRequest, AskResponse, HealthResponse, ReadyResponse
 from api.sse import sse_event
 from rag.answer import AskEvent, AskOptions, CitationsEvent, DoneEvent, answer_json
+from rag.keys import ANONYMOUS
 from rag.store.base import SearchFilter
 
 router = APIRouter()
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (413, 422, 503, 504)
-}
 
 
 def ask_options(body: AskRequest, services: Services) -> AskOptions:
@@ -44,16 +44,25 @@ def ask_options(body: AskRequest, services: Services) -> AskOptions:
     )
 
 
-@router.post("/ask", response_model=AskResponse, responses=ERRORS)
-async def ask(body: AskRequest, services: ServicesDep) -> Any:
+@router.post("/ask", response_model=AskResponse, responses=ASK_RESPONSES)
+async def ask(
+    body: AskRequest, services: ServicesDep, request: Request, caller: AdmittedDep
+) -> Response:
+    """Answer from the index, with citations: JSON, or server-sent events with `stream`."""
     options = ask_options(body, services)
-    events = services.answerer.stream(options)
+    require_read(caller, options.index)
+    services.supervisor.check()  # a known-down engine: 503 at once
+    limiter = get_access(request).limiter
+    charge = None if caller is ANONYMOUS else functools.partial(limiter.charge_tokens, caller)
     if not body.stream:
-        async for event in events:
-            if isinstance(event, DoneEvent):
-                services.metrics.observe_answer(event.answer)
-                return answer_json(event.answer)
-    first = await anext(events)  # errors before the first byte still get their HTTP status
+        answer = await unless_disconnected(
+            request, services.answerer.answer(options, charge=charge)
+        )
+        services.metrics.observe_answer(answer)
+        return JSONResponse(answer_json(answer))
+    events = services.answerer.stream(options, charge=charge)
+    # Everything known before the first byte (engine refusal included) is an HTTP status.
+    first = await unless_disconnected(request, anext(events))
     return StreamingResponse(
         _sse(first, events, services),
         media_type="text/event-stream",
@@ -67,7 +76,8 @@ async def _sse(
     try:
         if isinstance(first, CitationsEvent):
             citations = [asdict(c) for c in first.citations]
-            yield sse_event("citations", {"citations": citations, "model": first.model})
+            data = {"citations": citations, "model": first.model, "notice": first.notice}
+            yield sse_event("citations", data)
         async for event in events:
             if isinstance(event, DoneEvent):
                 services.metrics.observe_answer(event.answer)
@@ -85,21 +95,27 @@ async def _sse(
         await events.aclose()  # type: ignore[attr-defined]
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=HealthResponse)
+@router.head("/healthz", response_model=HealthResponse, operation_id="healthz_head")
 async def healthz() -> dict[str, str]:
+    """The process is alive (says nothing of the engine or the store: see /readyz)."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "not ready"}})
-async def readyz(services: ServicesDep) -> JSONResponse:
+@router.get("/readyz", response_model=ReadyResponse, responses=READY_RESPONSES)
+@router.head(
+    "/readyz", response_model=ReadyResponse, responses=READY_RESPONSES, operation_id="readyz_head"
+)
+async def readyz(services: ServicesDep, _: PrincipalDep) -> JSONResponse:
+    """Engine, store and default index all usable; 503 with the failing check otherwise."""
     checks: dict[str, str] = {}
-    proc = services.engine_process
-    if await services.engine.health():
-        checks["engine"] = "ok"
-    elif proc is not None and not proc.running():
-        checks["engine"] = "exited (see the engine log)"
+    status = services.supervisor.status
+    if status.state != "ready":
+        checks["engine"] = status.describe()
+    elif not await services.engine.health():  # between two of the supervisor's probes
+        checks["engine"] = "not answering its health check"
     else:
-        checks["engine"] = "unreachable"
+        checks["engine"] = "ok"
     try:
         await asyncio.to_thread(services.store.ping)
         checks["store"] = "ok"
@@ -109,10 +125,13 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         checks["store"] = f"unavailable: {exc}"
         checks["index"] = "unknown"
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+    headers = None if ready else {"Retry-After": str(services.supervisor.retry_after())}
+    body = {"ready": ready, "checks": checks}
+    return JSONResponse(body, status_code=200 if ready else 503, headers=headers)
 
 
-@router.get("/metrics")
-async def metrics(services: ServicesDep) -> Response:
-    body = await services.metrics.render(services.engine)
+@router.get("/metrics", response_class=Response, responses=METRICS_RESPONSES)
+async def metrics(services: ServicesDep, _: MetricsAccessDep) -> Response:
+    """Prometheus metrics of the service, and the engine's prefix-cache counters."""
+    body = await services.metrics.render(services.engine, services.supervisor.ready)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -8,19 +8,30 @@ passages in the prompt, numbered as the model sees them), then ``token`` deltas,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from rag.errors import IndexNotFoundError
+from rag.errors import IndexNotFoundError, RagError
 from rag.llm import EngineClient
 from rag.prompt import FittedPrompt, PassageOrder, PromptBudget
 from rag.retrieval import Retriever
 from rag.store.base import Hit, SearchFilter
 
 NO_PASSAGES = "No passage in the index matches the question, so there is nothing to answer from."
+NO_FILTERED_PASSAGES = "No passage matches the filters, so there is nothing to answer from."
 AUTO_MAX_CANDIDATES = 1000
+
+
+class OutputTooLongError(RagError):
+    """More answer tokens asked for than half the engine's window (the rest is the prompt's)."""
+
+
+def max_output_bound(max_model_len: int) -> int:
+    """The most answer tokens an ask may reserve: half the window, the other half for passages."""
+    return max_model_len // 2
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,7 @@ class Answer:
     timings: Timings
     model: str
     finish_reason: str | None = None
+    notice: str | None = None  # why there is nothing to answer from, when that is the case
     messages: list[dict[str, str]] = field(default_factory=list, repr=False)
 
 
@@ -95,6 +107,22 @@ class Answer:
 class CitationsEvent:
     citations: list[Citation]
     model: str
+    notice: str | None = None
+
+
+def filter_notice(flt: SearchFilter) -> str:
+    """Says which filter left nothing, and how ``path_prefix`` matches (whole names only)."""
+    parts = []
+    if flt.path_prefix:
+        parts.append(
+            f"path_prefix {flt.path_prefix!r} (it matches whole folder or file names relative "
+            "to the ingested folder, e.g. 'reports' or 'reports/q1.pdf', not the start of a name)"
+        )
+    if flt.file_types:
+        parts.append(f"file_types {list(flt.file_types)}")
+    if flt.modified_after is not None or flt.modified_before is not None:
+        parts.append("the modified_after/modified_before range")
+    return "no passage of the index matches the filters: " + "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -108,6 +136,9 @@ class DoneEvent:
 
 
 AskEvent = CitationsEvent | TokenEvent | DoneEvent
+
+
+Charge = Callable[[int], None]  # told the prompt's tokens before the engine is asked
 
 
 class Answerer:
@@ -125,10 +156,25 @@ class Answerer:
         self.passage_order = passage_order
 
     async def prepare(
-        self, options: AskOptions, timings: Timings, order: PassageOrder | None = None
+        self,
+        options: AskOptions,
+        timings: Timings,
+        order: PassageOrder | None = None,
+        *,
+        charge: Charge | None = None,
     ) -> FittedPrompt:
-        """Retrieve and fit the prompt without asking the engine for an answer."""
+        """Retrieve and fit the prompt without asking the engine for an answer.
+
+        ``charge`` is called with the fitted prompt's tokens before anything goes to the engine
+        (a rate limit raises there, so a refusal is still an HTTP status).
+        """
         store = self.retriever.store
+        window = (await self.engine.model_info()).max_model_len
+        if options.max_tokens > max_output_bound(window):
+            raise OutputTooLongError(
+                f"max_tokens: at most {max_output_bound(window)} (half the engine's "
+                f"{window}-token window; the rest holds the question and the passages)"
+            )
         if await asyncio.to_thread(store.get_meta, options.index) is None:
             raise IndexNotFoundError(f"index {options.index!r} does not exist")
         if options.top_k == "auto":
@@ -150,41 +196,58 @@ class Answerer:
             order=order or self.passage_order,
         )
         timings.prompt_ms = (time.perf_counter() - t) * 1000
+        if charge is not None:
+            charge(fitted.prompt_tokens)
         return fitted
 
     async def stream(
-        self, options: AskOptions, *, order: PassageOrder | None = None
+        self,
+        options: AskOptions,
+        *,
+        order: PassageOrder | None = None,
+        charge: Charge | None = None,
     ) -> AsyncIterator[AskEvent]:
         started = time.perf_counter()
         timings = Timings()
-        fitted = await self.prepare(options, timings, order)
+        fitted = await self.prepare(options, timings, order, charge=charge)
         model = (await self.engine.model_info()).id
         citations = [Citation.from_hit(n, h) for n, h in enumerate(fitted.passages, start=1)]
-        yield CitationsEvent(citations, model)
         answer = Answer("", citations, Usage(), timings, model, messages=fitted.messages)
         if not citations:
-            answer.answer = NO_PASSAGES
-            yield TokenEvent(NO_PASSAGES)
+            filtered = not options.filter.is_empty()
+            answer.notice = filter_notice(options.filter) if filtered else None
+            answer.answer = NO_FILTERED_PASSAGES if filtered else NO_PASSAGES
+            yield CitationsEvent(citations, model, answer.notice)
+            yield TokenEvent(answer.answer)
         else:
             parts: list[str] = []
             deltas = self.engine.stream_chat(
                 fitted.messages, max_tokens=options.max_tokens, temperature=options.temperature
             )
-            async for delta in deltas:
-                if delta.text:
-                    if timings.ttft_ms is None:
-                        timings.ttft_ms = (time.perf_counter() - started) * 1000
-                    parts.append(delta.text)
-                    yield TokenEvent(delta.text)
-                if delta.prompt_tokens is not None:
-                    answer.usage = Usage(delta.prompt_tokens, delta.completion_tokens or 0)
-                    answer.finish_reason = delta.finish_reason
+            async with contextlib.aclosing(deltas):  # leaving early aborts the engine request
+                await anext(deltas)  # the engine accepted the request: refusals come before a byte
+                yield CitationsEvent(citations, model)
+                async for delta in deltas:
+                    if delta.text:
+                        if timings.ttft_ms is None:
+                            timings.ttft_ms = (time.perf_counter() - started) * 1000
+                        parts.append(delta.text)
+                        yield TokenEvent(delta.text)
+                    if delta.prompt_tokens is not None:
+                        answer.usage = Usage(delta.prompt_tokens, delta.completion_tokens or 0)
+                        answer.finish_reason = delta.finish_reason
             answer.answer = "".join(parts)
         timings.total_ms = (time.perf_counter() - started) * 1000
         yield DoneEvent(answer)
 
-    async def answer(self, options: AskOptions, *, order: PassageOrder | None = None) -> Answer:
-        async for event in self.stream(options, order=order):
+    async def answer(
+        self,
+        options: AskOptions,
+        *,
+        order: PassageOrder | None = None,
+        charge: Charge | None = None,
+    ) -> Answer:
+        async for event in self.stream(options, order=order, charge=charge):
             if isinstance(event, DoneEvent):
                 return event.answer
         raise RuntimeError("the answer stream ended without a done event")
@@ -198,4 +261,5 @@ def answer_json(answer: Answer) -> dict[str, Any]:
         "timings": answer.timings.rounded(),
         "model": answer.model,
         "finish_reason": answer.finish_reason,
+        "notice": answer.notice,
     }

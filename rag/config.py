@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rag.embedding import Backend
+
 
 def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "rag"
@@ -29,6 +31,20 @@ class Settings(BaseSettings):
 
     embed_model: str | None = None
     embed_batch_size: int = Field(default=64, ge=1, le=4096)
+    # Runtime of the embedder's forward pass (rag/embedding.py). `python -m bench.embedders`
+    # on a 2-core AMX Xeon: openvino-bf16 ~2x torch's chunks/s, SciFact nDCG@10 within 0.001.
+    # Exported backends build their model once under cache_dir; "torch" needs no export.
+    embed_backend: Backend = "openvino-bf16"
+
+    # Ingestion: what may be read, and the worker processes that parse and chunk.
+    # Files larger than this are skipped after a stat, before any byte is read.
+    max_file_mb: float = Field(default=100.0, gt=0)
+    # Parse-and-chunk worker processes (unset: one per core).
+    ingest_workers: int | None = Field(default=None, ge=1, le=64)
+    # A file whose parse takes longer fails alone; its worker is replaced.
+    parse_timeout_s: float = Field(default=60.0, gt=0)
+    # A worker whose resident memory passes this is killed; its file fails alone.
+    worker_memory_mb: int = Field(default=1024, ge=128)
     # Threads torch may use for embedding in this process (unset: torch's default, all cores).
     # On a CPU box that also runs the engine, 1 keeps the service off the engine's core.
     torch_threads: int | None = Field(default=None, ge=1)
@@ -60,11 +76,25 @@ class Settings(BaseSettings):
     top_k: int = Field(default=5, ge=1, le=100)
     max_output_tokens: int = Field(default=512, ge=1)
     max_question_chars: int = Field(default=4000, ge=1)
+    # Requests with a larger body get 413 before more of it is read (a question is <= 4000 chars).
+    max_request_bytes: int = Field(default=65536, ge=1024)
     retrieval_mode: Literal["dense", "sparse", "hybrid"] = "hybrid"
     hybrid_fusion: Literal["dbsf", "rrf"] = "dbsf"
     passage_order: Literal["canonical", "score"] = "canonical"
     rerank_model: str | None = None
     rerank_candidates: int = Field(default=30, ge=1, le=1000)
+
+    # Access: API keys (rag/keys.py) and per-key rate limits (rag/ratelimit.py).
+    # auto: keys are required once the key file holds one; required: always (no key file, no
+    # access); off: never (a trusted network only; every caller reads every index).
+    auth: Literal["auto", "required", "off"] = "auto"
+    # The key file; unset: <data_dir>/keys.json (the compose api and ingest services share it).
+    keys_file: Path | None = None
+    # Let Prometheus scrape /metrics without a key.
+    metrics_public: bool = False
+    # Defaults for keys without their own limits; 0 = unlimited. A key may burst max(1, rps).
+    rate_limit_rps: float = Field(default=10.0, ge=0)
+    rate_limit_tokens_per_minute: int = Field(default=1_000_000, ge=0)
 
     @field_validator("index")
     @classmethod

@@ -1,15 +1,55 @@
-"""Retrieval: embed the question, search the index (dense, sparse or hybrid), rerank if asked."""
+"""Retrieval: embed the question, search the index (dense, sparse or hybrid), rerank if asked.
+
+Results are deterministic: the same question, index, filter and settings give the same hits in
+the same order. Qdrant breaks ties between equal scores arbitrarily (qdrant/qdrant#6814: exact
+duplicates tie in every mode, and hybrid fusion ties often), and DBSF's normalisation can differ
+in the last bits between runs. So the retriever asks the store for a few hits past the cut-off,
+orders them by score rounded to ``SCORE_DECIMALS`` and then by point id, and searches deeper
+while a group of tied scores straddles the end of what came back.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from rag.embedding import Embedder
 from rag.sparse import SparseEncoder
 from rag.store.base import Fusion, Hit, SearchFilter, SearchMode, SearchQuery, VectorStore
+
+# Scores agreeing to this many decimals count as a tie (and are ordered by id): cosine and
+# DBSF scores are O(1) and RRF ranks differ by >= 1e-4, while run-to-run noise is ~1e-7.
+SCORE_DECIMALS = 6
+
+
+def stable_key(hit: Hit) -> tuple[float, str]:
+    """Best first; equal scores (at ``SCORE_DECIMALS``) in point-id order."""
+    return (-round(hit.score, SCORE_DECIMALS), hit.id)
+
+
+def tie_margin(limit: int) -> int:
+    """How many hits past the cut-off to fetch: room for a few tied duplicates."""
+    return max(4, limit // 4)
+
+
+def search_stable(store: VectorStore, index: str, query: SearchQuery) -> list[Hit]:
+    """The store's best ``query.limit`` hits in a deterministic order (see the module doc)."""
+    want = query.limit
+    depth = want + tie_margin(want)
+    while True:
+        hits = sorted(store.search(index, dataclasses.replace(query, limit=depth)), key=stable_key)
+        if len(hits) < depth or not _ties(hits, want):
+            return hits[:want]
+        depth *= 2  # the tie at the cut-off may go on past what came back
+
+
+def _ties(hits: Sequence[Hit], want: int) -> bool:
+    """Whether the last hit kept and the last hit fetched share a rounded score."""
+    return want > 0 and stable_key(hits[want - 1])[0] == stable_key(hits[-1])[0]
 
 
 class Reranker(Protocol):
@@ -76,7 +116,7 @@ class Retriever:
             candidates=max(100, depth),
             fusion=self.fusion,
         )
-        hits = self.store.search(index, query)
+        hits = search_stable(self.store, index, query)
         t2 = time.perf_counter()
         rerank_ms = 0.0
         if self.reranker is not None and hits:

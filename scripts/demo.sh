@@ -17,6 +17,12 @@ unset RAG_QDRANT_URL RAG_LLM_URL
 echo "== ingesting docs/ and README.md into index '$RAG_INDEX' ($RAG_DATA_DIR)"
 "$BIN/rag-ingest" docs README.md
 
+echo "== creating an API key for the demo (shown once; the service keeps only its hash)"
+"$BIN/rag-keys" revoke demo > /dev/null 2>&1 || true
+RAG_API_KEY=$("$BIN/rag-keys" create demo --all-indexes)
+export RAG_API_KEY
+echo "key: ${RAG_API_KEY:0:17}… (rag-ask reads RAG_API_KEY; curl sends it as a Bearer token)"
+
 echo "== starting rag-api on $RAG_API_URL (it starts its own engine: 1-3 minutes on a CPU)"
 "$BIN/rag-api" > .demo/api.log 2>&1 &
 api_pid=$!
@@ -29,13 +35,18 @@ stop_api() {
 trap stop_api EXIT
 
 for _ in $(seq 1 600); do
-  if curl -sf "$RAG_API_URL/readyz" > /dev/null; then break; fi
+  if curl -sf -H "Authorization: Bearer $RAG_API_KEY" "$RAG_API_URL/readyz" > /dev/null; then
+    break
+  fi
   if ! kill -0 "$api_pid" 2>/dev/null; then
     echo "rag-api exited:"; tail -n 30 .demo/api.log; exit 1
   fi
   sleep 1
 done
-curl -sf "$RAG_API_URL/readyz" > /dev/null || { echo "not ready after 10 minutes"; exit 1; }
+curl -sf -H "Authorization: Bearer $RAG_API_KEY" "$RAG_API_URL/readyz" > /dev/null \
+  || { echo "not ready after 10 minutes"; exit 1; }
+echo "without the key: HTTP $(curl -s -o /dev/null -w '%{http_code}' "$RAG_API_URL/ask" \
+  -d '{"question": "hello"}')"
 
 for question in \
   "What happens to files that disappeared from an ingested folder?" \

@@ -1,0 +1,441 @@
+"""Every setting documented in the README's Configuration table takes effect.
+
+The table is parsed; each `RAG_*` name in it must have a check in `CHECKS`, which sets the
+variable in the environment (as an operator would), builds the service the way `rag-api` does
+and looks at what the setting must change. A documented setting without a check fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from api.app import _supervisor, create_app
+from api.cli import limit_torch_threads
+from api.metrics import ServiceMetrics
+from rag.config import Settings
+from rag.embedding import Embedder
+from rag.engine import local_engine_config
+from rag.indexes import IndexSpec
+from rag.keys import KeyStore
+from rag.llm import EngineClient
+from tests import ingest_checks
+from tests.service import RunningService, free_port, index_corpus, start_api
+from tests.test_rerank import tiny_cross_encoder  # noqa: F401  (a fixture)
+
+pytestmark = pytest.mark.engine
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def documented_settings() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index("## Configuration") : text.index("## Asking")]
+    names: list[str] = []
+    for line in table.splitlines():
+        if line.startswith("| `RAG_"):
+            names += re.findall(r"`(RAG_[A-Z0-9_]+)`", line.split("|")[1])
+    return names
+
+
+class World:
+    """A real index, the real engine, and the service built from the environment."""
+
+    def __init__(
+        self, base: Path, engine_url: str, monkeypatch: pytest.MonkeyPatch, cross_encoder: Path
+    ) -> None:
+        self.base, self.engine_url, self.monkeypatch = base, engine_url, monkeypatch
+        self.cross_encoder = cross_encoder
+        for name in [n for n in os.environ if n.startswith("RAG_")]:
+            monkeypatch.delenv(name)
+        monkeypatch.setenv("RAG_DATA_DIR", str(base / "data"))
+        monkeypatch.setenv("RAG_LLM_URL", engine_url)
+
+    def serve(self, **env: str) -> RunningService:
+        for name, value in env.items():
+            self.monkeypatch.setenv(name, value)
+        return RunningService(create_app(Settings()))
+
+
+def _answer(running: RunningService, **body: Any) -> dict[str, Any]:
+    with running.client() as client:
+        response = client.post("/ask", json={"question": "What is the travel budget?", **body})
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def check_repetition_penalty(world: World) -> None:
+    """The engine's greedy answer changes with the penalty the service sends."""
+    messages = [{"role": "user", "content": "Count: one, two, three, four, five, six, seven"}]
+
+    async def reply(services_engine: EngineClient) -> str:
+        return (await services_engine.chat(messages, max_tokens=48, temperature=0.0)).text
+
+    with world.serve(RAG_LLM_REPETITION_PENALTY="2.0") as strong:
+        penalised = strong.call(reply(strong.app.state.services.engine))
+
+    async def unpenalised_reply() -> str:
+        plain = EngineClient(world.engine_url, repetition_penalty=1.0)
+        try:
+            return await reply(plain)
+        finally:
+            await plain.aclose()
+
+    unpenalised = asyncio.run(unpenalised_reply())
+    assert penalised != unpenalised
+
+
+def check_top_k(world: World) -> None:
+    with world.serve(RAG_TOP_K="2", RAG_MAX_OUTPUT_TOKENS="4") as running:
+        assert len(_answer(running)["citations"]) == 2
+
+
+def check_max_output_tokens(world: World) -> None:
+    with world.serve(RAG_MAX_OUTPUT_TOKENS="3") as running:
+        assert _answer(running)["usage"]["completion_tokens"] <= 3
+
+
+def check_max_request_bytes(world: World) -> None:
+    with world.serve(RAG_MAX_REQUEST_BYTES="2048") as running, running.client() as client:
+        response = client.post("/ask", json={"question": "x" * 3000})
+    assert response.status_code == 413
+
+
+def check_llm_timeout(world: World) -> None:
+    with world.serve(RAG_LLM_TIMEOUT="0.25") as running:
+        assert running.app.state.services.engine._http.timeout.read == 0.25
+        with running.client() as client:  # a long answer is cut by the timeout: 504
+            response = client.post(
+                "/ask",
+                json={"question": "List every item.", "top_k": "auto", "max_tokens": 64},
+            )
+    assert response.status_code in (200, 504)
+
+
+def check_llm_model(world: World) -> None:
+    with world.serve(RAG_LLM_MODEL="not-served") as running, running.client() as client:
+        response = client.post("/ask", json={"question": "What is the travel budget?"})
+    assert "not-served" in response.text
+
+
+def check_index(world: World) -> None:
+    with world.serve(RAG_INDEX="other") as running, running.client() as client:
+        response = client.get("/readyz")
+    assert response.json()["checks"]["index"] == "missing: other"
+
+
+def check_data_dir(world: World) -> None:
+    world.monkeypatch.setenv("RAG_DATA_DIR", str(world.base / "elsewhere"))
+    with world.serve() as running, running.client() as client:
+        assert client.get("/readyz").json()["checks"]["index"] == "missing: default"
+    assert (world.base / "elsewhere").is_dir()
+
+
+def check_passage_order(world: World) -> None:
+    with world.serve(RAG_PASSAGE_ORDER="score", RAG_MAX_OUTPUT_TOKENS="4") as running:
+        scores = [c["score"] for c in _answer(running, top_k=5)["citations"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def _retriever_check(env: str, value: str, attribute: str) -> Callable[[World], None]:
+    def check(world: World) -> None:
+        with world.serve(**{env: value}) as running:
+            assert str(getattr(running.app.state.services.answerer.retriever, attribute)) == value
+            _answer(running, max_tokens=4)  # and the service answers with it
+
+    return check
+
+
+def check_embed_batch_size(world: World) -> None:
+    with world.serve(RAG_EMBED_BATCH_SIZE="3") as running:
+        assert running.app.state.services.answerer.retriever.embedder.batch_size == 3
+
+
+def check_embed_model(world: World) -> None:
+    world.monkeypatch.setenv("RAG_DATA_DIR", str(world.base / "empty"))
+    with world.serve(RAG_EMBED_MODEL="sentence-transformers/all-MiniLM-L6-v2") as running:
+        embedder = running.app.state.services.answerer.retriever.embedder
+        assert embedder.model_id == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def check_indexes_dir(world: World) -> None:
+    folder = world.base / "definitions"
+    folder.mkdir(exist_ok=True)
+    (folder / "default.toml").write_text("[chunking]\nchunk_tokens = 77\n", encoding="utf-8")
+    world.monkeypatch.setenv("RAG_INDEXES_DIR", str(folder))
+    settings = Settings()
+    assert IndexSpec.load("x", settings.indexes_dir, None).chunking.chunk_tokens == 77
+
+
+def check_rerank_model(world: World) -> None:
+    with world.serve(RAG_RERANK_MODEL=str(world.cross_encoder)) as running:
+        assert _answer(running, max_tokens=4)["timings"]["rerank_ms"] > 0
+
+
+def _managed_engine_check(
+    env: str, value: str, expect: Callable[[Any], bool]
+) -> Callable[[World], None]:
+    def check(world: World) -> None:
+        world.monkeypatch.setenv(env, value)
+        assert expect(local_engine_config(Settings()))
+
+    return check
+
+
+def check_cache_dir(world: World) -> None:
+    prepared = local_engine_config(Settings()).model
+    cache = world.base / "cache"
+    (cache / "models").mkdir(parents=True, exist_ok=True)
+    (cache / "models" / Path(prepared).name).symlink_to(prepared)
+    world.monkeypatch.setenv("RAG_CACHE_DIR", str(cache))
+    assert local_engine_config(Settings()).model.startswith(str(cache))
+
+
+def check_rag_api_process(world: World) -> None:
+    """RAG_API_HOST/PORT and RAG_LLM_URL reach the `rag-api` process."""
+    port = free_port()
+    api, _ = start_api(
+        world.base,
+        RAG_API_HOST="127.0.0.1",
+        RAG_API_PORT=str(port),
+        RAG_LLM_URL=world.engine_url,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+        children = psutil.Process(api.pid).children(recursive=True)
+        assert not [p for p in children if "vllm" in " ".join(p.cmdline())]  # no own engine
+    finally:
+        api.terminate()
+        api.wait(timeout=60)
+
+
+def check_torch_threads(world: World) -> None:
+    """What `rag-api` does with it before torch loads."""
+    world.monkeypatch.setenv("OMP_NUM_THREADS", "unset")  # restored after the test
+    world.monkeypatch.setenv("RAG_TORCH_THREADS", "1")
+    limit_torch_threads(Settings())
+    assert os.environ["OMP_NUM_THREADS"] == "1"
+
+
+def check_qdrant(world: World) -> None:
+    world.monkeypatch.setenv("RAG_QDRANT_URL", "http://127.0.0.1:1")
+    world.monkeypatch.setenv("RAG_QDRANT_API_KEY", "secret-key")
+    from rag.store import open_store
+
+    store = open_store(Settings())
+    try:
+        assert type(store).__name__ == "ServerStore"
+        assert "127.0.0.1:1" in repr(vars(store.client))  # type: ignore[attr-defined]
+        assert "secret-key" in repr(vars(store.client))  # type: ignore[attr-defined]
+    finally:
+        store.close()
+
+
+def check_llm_api_key(world: World) -> None:
+    with world.serve(RAG_LLM_API_KEY="k-123") as running:
+        engine = running.app.state.services.engine
+        assert engine._http.headers["authorization"] == "Bearer k-123"
+
+
+def check_llm_tokenizer(world: World) -> None:
+    folder = local_engine_config(Settings()).model
+    with world.serve(RAG_LLM_TOKENIZER=folder) as running:
+        counter = running.app.state.services.answerer.budget.counter
+        assert type(counter).__name__ == "LocalTokenCounter"
+
+
+def check_engine_start_timeout(world: World) -> None:
+    world.monkeypatch.setenv("RAG_ENGINE_START_TIMEOUT", "7")
+    client = EngineClient(world.engine_url)
+    try:
+        supervisor = _supervisor(client, None, Settings(), ServiceMetrics())
+        assert supervisor.start_timeout == 7
+    finally:
+        asyncio.run(client.aclose())
+
+
+def check_gpu_memory_utilization(world: World) -> None:
+    """On a machine with GPU vLLM (an interpreter that has the `vllm` distribution)."""
+    python = world.base / "gpu-python"
+    python.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")  # stands in for the probe
+    python.chmod(0o755)
+    world.monkeypatch.setenv("RAG_ENGINE_PYTHON", str(python))
+    world.monkeypatch.setenv("RAG_ENGINE_GPU_MEMORY_UTILIZATION", "0.5")
+    command = local_engine_config(Settings()).command()
+    assert command[command.index("--gpu-memory-utilization") + 1] == "0.5"
+
+
+def _ingest_check(check: Callable[[Path], None]) -> Callable[[World], None]:
+    """An ingest setting: rag-ingest runs with it (the world's fixture works in tmp_path)."""
+    return lambda world: check(Path.cwd())
+
+
+def check_embed_backend(world: World) -> None:
+    with world.serve(RAG_EMBED_BACKEND="onnx") as running:
+        embedder = running.app.state.services.answerer.retriever.embedder
+        assert embedder.backend == "onnx"
+        assert (embedder.model_dir / "model.onnx").is_file()
+        _answer(running, max_tokens=4)
+
+
+def _keys_file(**limits: Any) -> tuple[Path, str]:
+    path = Path.cwd() / "keys.json"
+    return path, KeyStore(path).create("team", all_indexes=True, **limits)
+
+
+def check_auth(world: World) -> None:
+    with world.serve(RAG_AUTH="required") as running, running.client() as client:
+        response = client.post("/ask", json={"question": "What is the travel budget?"})
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+def check_keys_file(world: World) -> None:
+    path, key = _keys_file()
+    with world.serve(RAG_KEYS_FILE=str(path)) as running, running.client() as client:
+        body = {"question": "What is the travel budget?", "max_tokens": 4}
+        assert client.post("/ask", json=body).status_code == 401
+        keyed = client.post("/ask", json=body, headers={"Authorization": f"Bearer {key}"})
+        assert keyed.status_code == 200, keyed.text
+
+
+def check_metrics_public(world: World) -> None:
+    path, _ = _keys_file()
+    with world.serve(RAG_KEYS_FILE=str(path)) as closed, closed.client() as client:
+        assert client.get("/metrics").status_code == 401
+    with (
+        world.serve(RAG_KEYS_FILE=str(path), RAG_METRICS_PUBLIC="true") as running,
+        running.client() as client,
+    ):
+        assert client.get("/metrics").status_code == 200
+
+
+def check_rate_limit_rps(world: World) -> None:
+    path, key = _keys_file()
+    with (
+        world.serve(RAG_KEYS_FILE=str(path), RAG_RATE_LIMIT_RPS="0.05") as running,
+        running.client() as client,
+    ):
+        headers = {"Authorization": f"Bearer {key}"}
+        body = {"question": "What is the travel budget?", "index": "absent"}
+        assert client.post("/ask", json=body, headers=headers).status_code == 404
+        over = client.post("/ask", json=body, headers=headers)
+        assert over.status_code == 429
+        assert int(over.headers["retry-after"]) >= 1
+
+
+def check_rate_limit_tokens(world: World) -> None:
+    path, key = _keys_file()
+    with (
+        world.serve(RAG_KEYS_FILE=str(path), RAG_RATE_LIMIT_TOKENS_PER_MINUTE="50") as running,
+        running.client() as client,
+    ):
+        headers = {"Authorization": f"Bearer {key}"}
+        body = {"question": "What is the travel budget?", "max_tokens": 4}
+        assert client.post("/ask", json=body, headers=headers).status_code == 200
+        over = client.post("/ask", json=body, headers=headers)
+        assert over.status_code == 429
+        assert "prompt" in over.json()["error"]["message"]
+
+
+CHECKS: dict[str, Callable[[World], None]] = {
+    "RAG_MAX_FILE_MB": _ingest_check(ingest_checks.check_max_file_mb),
+    "RAG_INGEST_WORKERS": _ingest_check(ingest_checks.check_ingest_workers),
+    "RAG_PARSE_TIMEOUT_S": _ingest_check(ingest_checks.check_parse_timeout),
+    "RAG_WORKER_MEMORY_MB": _ingest_check(ingest_checks.check_worker_memory),
+    "RAG_EMBED_BACKEND": check_embed_backend,
+    "RAG_AUTH": check_auth,
+    "RAG_KEYS_FILE": check_keys_file,
+    "RAG_METRICS_PUBLIC": check_metrics_public,
+    "RAG_RATE_LIMIT_RPS": check_rate_limit_rps,
+    "RAG_RATE_LIMIT_TOKENS_PER_MINUTE": check_rate_limit_tokens,
+    "RAG_DATA_DIR": check_data_dir,
+    "RAG_CACHE_DIR": check_cache_dir,
+    "RAG_INDEXES_DIR": check_indexes_dir,
+    "RAG_INDEX": check_index,
+    "RAG_EMBED_MODEL": check_embed_model,
+    "RAG_EMBED_BATCH_SIZE": check_embed_batch_size,
+    "RAG_TORCH_THREADS": check_torch_threads,
+    "RAG_QDRANT_URL": check_qdrant,
+    "RAG_QDRANT_API_KEY": check_qdrant,
+    "RAG_LLM_URL": check_rag_api_process,
+    "RAG_LLM_MODEL": check_llm_model,
+    "RAG_LLM_API_KEY": check_llm_api_key,
+    "RAG_LLM_TIMEOUT": check_llm_timeout,
+    "RAG_LLM_REPETITION_PENALTY": check_repetition_penalty,
+    "RAG_LLM_TOKENIZER": check_llm_tokenizer,
+    "RAG_ENGINE_MODEL": _managed_engine_check(
+        "RAG_ENGINE_MODEL", "/models/other", lambda c: c.model == "/models/other"
+    ),
+    "RAG_ENGINE_MAX_MODEL_LEN": _managed_engine_check(
+        "RAG_ENGINE_MAX_MODEL_LEN", "4096", lambda c: "4096" in c.command()
+    ),
+    "RAG_ENGINE_PORT": _managed_engine_check(
+        "RAG_ENGINE_PORT", "8123", lambda c: c.url.endswith(":8123")
+    ),
+    "RAG_ENGINE_PYTHON": _managed_engine_check(
+        "RAG_ENGINE_PYTHON", "/usr/bin/python3", lambda c: c.command()[0] == "/usr/bin/python3"
+    ),
+    "RAG_ENGINE_START_TIMEOUT": check_engine_start_timeout,
+    "RAG_ENGINE_KV_CACHE_GIB": _managed_engine_check(
+        "RAG_ENGINE_KV_CACHE_GIB", "3", lambda c: c.env["VLLM_CPU_KVCACHE_SPACE"] == "3"
+    ),
+    "RAG_ENGINE_GPU_MEMORY_UTILIZATION": check_gpu_memory_utilization,
+    "RAG_API_HOST": check_rag_api_process,
+    "RAG_API_PORT": check_rag_api_process,
+    "RAG_MAX_REQUEST_BYTES": check_max_request_bytes,
+    "RAG_TOP_K": check_top_k,
+    "RAG_MAX_OUTPUT_TOKENS": check_max_output_tokens,
+    "RAG_RETRIEVAL_MODE": _retriever_check("RAG_RETRIEVAL_MODE", "dense", "mode"),
+    "RAG_HYBRID_FUSION": _retriever_check("RAG_HYBRID_FUSION", "rrf", "fusion"),
+    "RAG_PASSAGE_ORDER": check_passage_order,
+    "RAG_RERANK_MODEL": check_rerank_model,
+    "RAG_RERANK_CANDIDATES": _retriever_check("RAG_RERANK_CANDIDATES", "7", "rerank_candidates"),
+}
+
+
+def test_every_documented_setting_has_a_check() -> None:
+    documented = set(documented_settings())
+    assert len(documented) > 25
+    missing = documented - set(CHECKS)
+    assert not missing, f"documented settings without a check: {sorted(missing)}"
+
+
+@pytest.fixture(scope="module")
+def settings_base(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Path:
+    base = tmp_path_factory.mktemp("settings")
+    index_corpus(base, embedder)
+    return base
+
+
+@pytest.fixture
+def world(
+    settings_base: Path,
+    engine_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_cross_encoder: Path,  # noqa: F811  (the fixture imported above)
+) -> World:
+    monkeypatch.chdir(tmp_path)  # no .env of the checkout
+    return World(settings_base, engine_url, monkeypatch, tiny_cross_encoder)
+
+
+@pytest.mark.parametrize("setting", sorted(documented_settings()))
+def test_a_documented_setting_takes_effect(setting: str, world: World) -> None:
+    CHECKS[setting](world)
