@@ -5,7 +5,7 @@ ENGINE_VENV := .venv-engine
 BIN := $(VENV)/bin
 SHARED := ../shared/data
 
-.PHONY: install install-service install-engine test lint demo bench bench-ingest bench-embedders bench-store bench-ask eval clean
+.PHONY: install install-service install-engine test lint demo bench bench-ingest bench-embedders bench-store bench-ask bench-gpu eval clean
 
 install: install-service install-engine
 
@@ -23,6 +23,7 @@ $(VENV)/.installed: pyproject.toml
 # bench-ingest. Its file reader pins pypdf<7, so these packages get their own folder, first on
 # the LlamaIndex processes' PYTHONPATH only, and rag-ingest keeps its own pypdf.
 .bench-deps/.installed: $(VENV)/.installed
+	rm -rf .bench-deps
 	$(BIN)/pip install -q --no-deps --target .bench-deps 'llama-index-readers-file>=0.4' \
 		'llama-index-embeddings-huggingface>=0.5' 'llama-index-vector-stores-qdrant>=0.6' \
 		'pypdf>=6.1.3,<7' 'beautifulsoup4>=4.12.3,<5' soupsieve 'striprtf>=0.0.26,<0.0.27' \
@@ -68,6 +69,13 @@ bench-store: install-service
 
 bench-ask: install
 	$(BIN)/python -m bench.ask --folder $(SHARED)/sec-10q --questions $(SHARED)/sec-10q/qna_data.csv
+
+# Against a GPU engine (and a service) given by URL, or started here: bench/gpu.py says how.
+#   ENGINE_URL=http://gpu:8000 [SERVICE_URL=http://gpu:8080 RAG_BENCH_API_KEY=...] make bench-gpu
+bench-gpu: install-service
+	$(BIN)/python -m bench.gpu --questions $(SHARED)/sec-10q/qna_data.csv --folder $(SHARED)/sec-10q \
+		$(if $(ENGINE_URL),--engine-url $(ENGINE_URL)) $(if $(SERVICE_URL),--service-url $(SERVICE_URL)) \
+		$(if $(ENGINE_MODEL),--engine-model $(ENGINE_MODEL)) $(if $(TOKENIZER),--tokenizer $(TOKENIZER))
 
 eval: install-service
 	$(BIN)/rag-eval table --data $(SHARED)/scifact

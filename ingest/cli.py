@@ -48,11 +48,11 @@ def _settings(**overrides: Any) -> Settings:
 
 def ingest_limits(settings: Settings) -> IngestLimits:
     """What rag-ingest may read and how it parses, from the settings."""
-    from rag.sync import IngestLimits
+    from rag.sync import IngestLimits, default_workers
 
     return IngestLimits(
         max_file_bytes=int(settings.max_file_mb * 1_000_000),
-        workers=settings.ingest_workers or os.cpu_count() or 1,
+        workers=settings.ingest_workers or default_workers(),
         parse_timeout_s=settings.parse_timeout_s,
         worker_memory_bytes=settings.worker_memory_mb << 20,
         batch_chunks=8 * settings.embed_batch_size,
@@ -95,7 +95,7 @@ def _fail(message: str, code: int) -> None:
     "--workers",
     type=click.IntRange(1, 64),
     envvar="RAG_INGEST_WORKERS",
-    help="Parse worker processes (env RAG_INGEST_WORKERS; default: one per core).",
+    help="Parse worker processes (env RAG_INGEST_WORKERS; default: one per core but one).",
 )
 @data_dir_option
 @qdrant_url_option

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     # Ingestion: what may be read, and the worker processes that parse and chunk.
     # Files larger than this are skipped after a stat, before any byte is read.
     max_file_mb: float = Field(default=100.0, gt=0)
-    # Parse-and-chunk worker processes (unset: one per core).
+    # Parse-and-chunk worker processes (unset: one per core but one, which the embedder uses).
     ingest_workers: int | None = Field(default=None, ge=1, le=64)
     # A file whose parse takes longer fails alone; its worker is replaced.
     parse_timeout_s: float = Field(default=60.0, gt=0)

@@ -45,7 +45,6 @@ class Task:
     seq: int
     path: str
     kind: str
-    known_sha256: str | None  # the hash of a complete earlier version: skip parsing if equal
 
 
 @dataclass(frozen=True)
@@ -62,18 +61,12 @@ class Parsed:
 
 
 @dataclass(frozen=True)
-class Unchanged:
-    sha256: str
-    read_s: float
-
-
-@dataclass(frozen=True)
 class Failed:
     reason: str
     detail: str | None = None  # a traceback, for unexpected errors only
 
 
-Outcome = Parsed | Unchanged | Failed
+Outcome = Parsed | Failed
 
 
 def _die_with_parent() -> None:
@@ -105,8 +98,6 @@ class FileParser:
         except DocumentError as exc:
             return Failed(str(exc))
         t1 = time.perf_counter()
-        if content.sha256 == task.known_sha256:
-            return Unchanged(content.sha256, t1 - t0)
         sha256, mtime = content.sha256, content.mtime
         try:
             sections = parse_document(content.data, task.kind)

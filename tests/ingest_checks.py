@@ -48,7 +48,7 @@ def check_max_file_mb(base: Path) -> None:
 
 def check_ingest_workers(base: Path) -> None:
     folder = _folder(base, "workers")
-    assert rag_ingest(folder, base / "workers-data", RAG_INGEST_WORKERS="1")["workers"] == 1
+    assert rag_ingest(folder, base / "workers-data", RAG_INGEST_WORKERS="2")["workers"] == 2
 
 
 def check_parse_timeout(base: Path) -> None:
