@@ -392,6 +392,11 @@ CHECKS: dict[str, Callable[[World], None]] = {
     "RAG_ENGINE_PYTHON": _managed_engine_check(
         "RAG_ENGINE_PYTHON", "/usr/bin/python3", lambda c: c.command()[0] == "/usr/bin/python3"
     ),
+    "RAG_ENGINE_EXTRA_ARGS": _managed_engine_check(
+        "RAG_ENGINE_EXTRA_ARGS",
+        "--load-format dummy --enforce-eager",
+        lambda c: c.command()[-3:] == ["--load-format", "dummy", "--enforce-eager"],
+    ),
     "RAG_ENGINE_START_TIMEOUT": check_engine_start_timeout,
     "RAG_ENGINE_KV_CACHE_GIB": _managed_engine_check(
         "RAG_ENGINE_KV_CACHE_GIB", "3", lambda c: c.env["VLLM_CPU_KVCACHE_SPACE"] == "3"

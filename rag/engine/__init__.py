@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -68,7 +69,7 @@ def local_engine_config(settings: Settings) -> EngineConfig:
         max_model_len=max_len,
         python=python,
         port=settings.engine_port,
-        extra_args=extra,
+        extra_args=(*extra, *shlex.split(settings.engine_extra_args)),
         env={"VLLM_CPU_KVCACHE_SPACE": str(settings.engine_kv_cache_gib)},
     )
 
