@@ -81,7 +81,13 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
 
 
 @pytest.fixture(scope="session")
-def engine_url(engine: EngineProcess) -> str:
+def engine_url(request: pytest.FixtureRequest) -> str:
+    """The session's engine; ``RAG_TEST_ENGINE_URL`` names one of the same kind already running
+    (working copies on one small machine share an engine that way)."""
+    shared = os.environ.get("RAG_TEST_ENGINE_URL")
+    if shared:
+        return shared.rstrip("/")
+    engine: EngineProcess = request.getfixturevalue("engine")
     return engine.url
 
 
