@@ -11,8 +11,12 @@ from starlette.exceptions import HTTPException
 
 from api.auth import ACCESS_STATUSES, access_error_headers
 from api.cancel import ClientDisconnectedError
+from rag.admission import AskTooLargeError, OverloadedError, TimeoutTooLongError
 from rag.answer import OutputTooLongError
+from rag.embed_http import EmbedServiceError
 from rag.errors import IndexMismatchError, IndexNotFoundError, StoreUnavailableError
+from rag.ingest_paths import BadPathError
+from rag.jobs import DocumentNotFoundError, JobNotFoundError
 from rag.llm import EngineRejectedError, EngineTimeoutError, EngineUnavailableError
 from rag.prompt import NoPassageFitsError, PromptTooLongError
 
@@ -23,11 +27,18 @@ STATUSES: list[tuple[type[Exception], int, str]] = [
     (PromptTooLongError, 413, "prompt_too_long"),
     (NoPassageFitsError, 413, "no_passage_fits"),
     (OutputTooLongError, 422, "invalid_request"),
+    (TimeoutTooLongError, 422, "invalid_request"),
+    (AskTooLargeError, 413, "exceeds_engine_capacity"),
+    (OverloadedError, 503, "overloaded"),
     (ClientDisconnectedError, 499, "client_closed_request"),
     (IndexNotFoundError, 404, "unknown_index"),
+    (JobNotFoundError, 404, "not_found"),
+    (DocumentNotFoundError, 404, "not_found"),
+    (BadPathError, 422, "invalid_request"),
     (IndexMismatchError, 422, "index_mismatch"),
     (EngineUnavailableError, 503, "engine_unavailable"),
     (StoreUnavailableError, 503, "store_unavailable"),
+    (EmbedServiceError, 503, "embedder_unavailable"),
     (EngineTimeoutError, 504, "engine_timeout"),
     (EngineRejectedError, 502, "engine_rejected"),
 ]
@@ -38,6 +49,8 @@ def envelope(kind: str, message: str) -> dict[str, Any]:
 
 
 def retry_after(exc: Exception) -> dict[str, str]:
+    if isinstance(exc, OverloadedError):
+        return {"Retry-After": exc.retry_after_header}
     seconds = exc.retry_after if isinstance(exc, EngineUnavailableError) else RETRY_AFTER_S
     return {"Retry-After": str(seconds)}
 

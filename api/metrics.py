@@ -1,13 +1,31 @@
-"""Prometheus metrics of the service, plus the engine's prefix-cache hit ratio at scrape time."""
+"""Prometheus metrics of the service, plus the engine's prefix-cache hit ratio at scrape time.
+
+Admission control's metrics (rag/admission.py) keep these names, which dashboards rely on:
+``rag_admission_queue_depth{lane}``, ``rag_admission_inflight_requests``,
+``rag_admission_inflight_tokens``, ``rag_engine_capacity_tokens``,
+``rag_admission_wait_seconds{lane}`` and ``rag_admission_rejections_total{reason}``; the
+process's own (``process_resident_memory_bytes`` ...) are exported too.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from functools import partial
 
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+
+from rag.admission import LANES, AdmissionController, Lane
 from rag.answer import Answer
 from rag.llm import EngineClient, prefix_cache_counters
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 TOKEN_BUCKETS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144)
 
 
@@ -54,6 +72,49 @@ class ServiceMetrics:
         self.cache_queries = Gauge(
             "rag_engine_prefix_cache_queries", "Engine prefix-cache queried tokens", registry=r
         )
+        self.queue_depth = Gauge(
+            "rag_admission_queue_depth", "Asks waiting for admission", ["lane"], registry=r
+        )
+        self.inflight_requests = Gauge(
+            "rag_admission_inflight_requests", "Asks admitted to the engine", registry=r
+        )
+        self.inflight_tokens = Gauge(
+            "rag_admission_inflight_tokens",
+            "KV-cache tokens reserved by admitted asks (prompt plus max_tokens)",
+            registry=r,
+        )
+        self.capacity_tokens = Gauge(
+            "rag_engine_capacity_tokens", "The engine's KV-cache tokens admission uses", registry=r
+        )
+        self.admission_wait = Histogram(
+            "rag_admission_wait_seconds",
+            "Time an admitted ask waited for admission",
+            ["lane"],
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.rejections = Counter(
+            "rag_admission_rejections",
+            "Asks refused by admission control (queue_full, deadline_estimate, deadline, "
+            "first_token_deadline, too_large)",
+            ["reason"],
+            registry=r,
+        )
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, cpu seconds, open fds
+
+    def observe_admission_wait(self, lane: Lane, seconds: float) -> None:
+        self.admission_wait.labels(lane).observe(seconds)
+
+    def count_rejection(self, reason: str) -> None:
+        self.rejections.labels(reason).inc()
+
+    def track_admission(self, controller: AdmissionController) -> None:
+        """Read the controller's queue, reservations and capacity at each scrape."""
+        for lane in LANES:
+            self.queue_depth.labels(lane).set_function(partial(controller.queue_depth, lane))
+        self.inflight_requests.set_function(lambda: controller.inflight_requests)
+        self.inflight_tokens.set_function(lambda: controller.inflight_tokens)
+        self.capacity_tokens.set_function(lambda: controller.capacity.kv_tokens)
 
     def observe_answer(self, answer: Answer) -> None:
         t = answer.timings

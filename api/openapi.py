@@ -61,7 +61,8 @@ ASK_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: _error(
         "The body is larger than RAG_MAX_REQUEST_BYTES (`body_too_large`), the question does not "
         "fit the window (`prompt_too_long`), or passages matched but none fits beside the "
-        "question and the reserved answer (`no_passage_fits`, with the numbers)."
+        "question and the reserved answer (`no_passage_fits`, with the numbers), or the ask needs "
+        "more tokens than the engine's whole KV cache (`exceeds_engine_capacity`)."
     ),
     422: _error(
         "Invalid request: a field of the wrong type or out of range, max_tokens over half the "
@@ -72,7 +73,13 @@ ASK_RESPONSES: dict[int | str, dict[str, Any]] = {
     ),
     500: _error("An unexpected error; the log has the details."),
     502: _error("The engine refused the request."),
-    503: _error("The engine or the store is unavailable (down, starting...).", RETRY_AFTER),
+    503: _error(
+        "The engine, the store or the embedding service is unavailable (down, starting...), "
+        "or the engine is at "
+        "capacity and the ask cannot start (or did not get its first token) before its deadline "
+        "(`overloaded`, RAG_REQUEST_TIMEOUT_S or timeout_s); Retry-After is the estimate.",
+        RETRY_AFTER,
+    ),
     504: _error("The engine did not answer within RAG_LLM_TIMEOUT."),
 }
 READY_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -82,6 +89,27 @@ READY_RESPONSES: dict[int | str, dict[str, Any]] = {
         "headers": RETRY_AFTER,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReadyResponse"}}},
     },
+}
+CHAT_SSE_DESCRIPTION = (
+    'With `"stream": true`: OpenAI\'s server-sent events, `data: <chat.completion.chunk>` each, '
+    "then `data: [DONE]`. The first chunk carries the extension field `citations`; with "
+    '`stream_options: {"include_usage": true}` a last chunk (no choices) carries `usage`. A '
+    'failure after the first byte ends the stream with `data: {"error": {type, message}}`.'
+)
+CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ASK_RESPONSES,
+    200: {
+        "description": "The completion (JSON), or its chunks as events when `stream` is true.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    404: _error(
+        "The model is not `rag:<index>` of an existing index (`unknown_index`): GET /v1/models."
+    ),
+}
+MODELS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _error("An API key is required and none (or an invalid one) was sent.", AUTHENTICATE),
+    429: _error("The key is over its requests per second.", RETRY_AFTER),
+    503: _error("The store is unavailable.", RETRY_AFTER),
 }
 METRICS_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: _error(
@@ -94,8 +122,26 @@ METRICS_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+# The answer-length fields bounded by the engine's window: /ask's, and the chat completion's.
+BOUNDED = [
+    ("AskRequest", "max_tokens"),
+    ("ChatCompletionRequest", "max_tokens"),
+    ("ChatCompletionRequest", "max_completion_tokens"),
+]
+
+
 def _bound_max_tokens(schema: dict[str, Any], bound: int) -> None:
-    field = schema["components"]["schemas"]["AskRequest"]["properties"]["max_tokens"]
+    for model, name in BOUNDED:
+        found = schema["components"]["schemas"].get(model)
+        field = found["properties"][name] if found else {}
+        for variant in field.get("anyOf", [field]):
+            if "maximum" in variant:
+                variant["maximum"] = bound
+
+
+def _bound_timeout(schema: dict[str, Any], bound: float) -> None:
+    """/ask's timeout_s goes up to RAG_MAX_REQUEST_TIMEOUT_S (the schema knows only 3600)."""
+    field = schema["components"]["schemas"]["AskRequest"]["properties"]["timeout_s"]
     for variant in field.get("anyOf", [field]):
         if "maximum" in variant:
             variant["maximum"] = bound
@@ -111,6 +157,10 @@ def install_contract(app: FastAPI) -> None:
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
         schema["paths"]["/ask"]["post"]["responses"]["200"]["description"] += " " + SSE_DESCRIPTION
+        chat = schema["paths"].get("/v1/chat/completions")
+        if chat is not None:
+            chat["post"]["responses"]["200"]["description"] += " " + CHAT_SSE_DESCRIPTION
+        _bound_timeout(schema, app.state.settings.max_request_timeout_s)
         services = getattr(app.state, "services", None)
         info = services.engine.known_model_info if services is not None else None
         if info is not None:

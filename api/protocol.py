@@ -23,6 +23,8 @@ MAX_QUESTION_CHARS = 4000
 # The schema's bound on max_tokens before the engine is known; `api.openapi` replaces it with
 # the engine's own bound (half its window) once the service knows the window.
 MAX_TOKENS_BOUND = 262144
+# The schema's bound on timeout_s; the service's own (RAG_MAX_REQUEST_TIMEOUT_S) is checked later.
+MAX_TIMEOUT_BOUND = 3600.0
 
 
 def _iso_text(value: Any) -> Any:
@@ -95,6 +97,15 @@ class AskRequest(BaseModel):
     )
     temperature: float = Field(default=0.0, ge=0.0, le=2.0, strict=True)  # an int is a number
     stream: StrictBool = False
+    timeout_s: float | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TIMEOUT_BOUND,
+        strict=True,
+        description="Seconds to the first answer token, queueing included (default "
+        "RAG_REQUEST_TIMEOUT_S, at most RAG_MAX_REQUEST_TIMEOUT_S); an ask that cannot start "
+        "in time gets 503 with Retry-After at once.",
+    )
 
     _question = field_validator("question")(_has_text)
 
@@ -126,6 +137,7 @@ class Timings(BaseModel):
     search_ms: float
     rerank_ms: float
     prompt_ms: float
+    queue_ms: float
     ttft_ms: float | None
     total_ms: float
 

@@ -66,6 +66,7 @@ class EngineClient:
         repetition_penalty: float = 1.0,
     ) -> None:
         self.repetition_penalty = repetition_penalty
+        self.timeout = timeout  # seconds a read may wait (connect: 5 s)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
         self._http = httpx.AsyncClient(
@@ -155,19 +156,29 @@ class EngineClient:
         )
 
     async def stream_chat(
-        self, messages: list[Message], *, max_tokens: int, temperature: float
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int,
+        temperature: float,
+        read_timeout: float | None = None,
     ) -> AsyncGenerator[Delta, None]:
         """Text deltas as the engine produces them; closing the iterator aborts the request.
 
         The first delta is empty and comes as soon as the engine has accepted the request
         (its response status is in), so a caller can learn of a refusal before it answers.
+        ``read_timeout`` lengthens this request's read timeout past the client's (a caller that
+        bounds the wait itself, e.g. by an admitted ask's deadline); it never shortens it.
         """
         info = await self.model_info()
         body = self._chat_body(info.id, messages, max_tokens, temperature)
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
+        timeout = httpx.Timeout(max(self.timeout, read_timeout or 0.0), connect=5.0)
         try:
-            async with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
+            async with self._http.stream(
+                "POST", "/v1/chat/completions", json=body, timeout=timeout
+            ) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     _raise_for_status(response, "/v1/chat/completions")

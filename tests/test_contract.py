@@ -24,9 +24,21 @@ ANSWER_TOKENS = 4  # answers are kept short: the contract is about shapes, not a
 # engine's window (413: its length in tokens depends on the text) and a well-formed index name
 # may name no index (404) - both documented responses of /ask.
 EXAMPLES = 25
+# The ingestion routes: writing needs a key even on this keyless service (401), a generated
+# folder lies outside the ingest roots (403) or is relative (422); a generated multipart upload
+# is whatever files it holds, so no upload is "negative".
 CONFIG = """
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "404", "413"]
+
+[[operations]]
+include-path-regex = "^/v1/(indexes|jobs)/"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "413", "422"]
+
+[[operations]]
+include-path = "/v1/indexes/{index}/documents"
+include-method = "POST"
+checks.negative_data_rejection.enabled = false
 """
 
 
@@ -47,7 +59,8 @@ def contract(contract_service: RunningService) -> Any:
 
 
 def _short_answers(case: schemathesis.Case) -> None:
-    """Valid max_tokens values become small ones; invalid ones stay invalid.
+    """Valid max_tokens values become small ones and valid timeout_s values generous ones (a
+    valid deadline the CPU engine always meets); invalid ones stay invalid.
 
     JSON Schema counts 2.0 as an integer; the service refuses a count written as a float
     (issue 9: no silent coercion), so integral floats are sent as the integers they stand for.
@@ -55,14 +68,19 @@ def _short_answers(case: schemathesis.Case) -> None:
     body = case.body
     if not isinstance(body, dict):
         return
-    for key in ("top_k", "max_tokens"):
+    for key in ("top_k", "max_tokens", "max_completion_tokens"):
         value = body.get(key)
         if isinstance(value, float) and value.is_integer():
             body[key] = int(value)
-    value = body.get("max_tokens")
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        body["max_tokens"] = min(value, ANSWER_TOKENS)
-    elif "max_tokens" not in body and isinstance(body.get("question"), str):
+    for key in ("max_tokens", "max_completion_tokens"):  # /ask's, and /v1/chat/completions'
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            body[key] = min(value, ANSWER_TOKENS)
+    value = body.get("timeout_s")
+    if isinstance(value, int | float) and not isinstance(value, bool) and 1 <= value <= 300:
+        body["timeout_s"] = max(value, 120)
+    asks = isinstance(body.get("question"), str) or isinstance(body.get("messages"), list)
+    if "max_tokens" not in body and asks:
         body["max_tokens"] = ANSWER_TOKENS
 
 
