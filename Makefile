@@ -5,7 +5,7 @@ ENGINE_VENV := .venv-engine
 BIN := $(VENV)/bin
 SHARED := ../shared/data
 
-.PHONY: install install-service install-engine test lint demo bench bench-ingest bench-embedders bench-store bench-ask bench-gpu eval clean
+.PHONY: install install-service install-engine test lint demo bench bench-ingest bench-embedders bench-store bench-ask bench-gpu bench-fitting bench-load eval clean
 
 install: install-service install-engine
 
@@ -76,6 +76,31 @@ bench-gpu: install-service
 	$(BIN)/python -m bench.gpu --questions $(SHARED)/sec-10q/qna_data.csv --folder $(SHARED)/sec-10q \
 		$(if $(ENGINE_URL),--engine-url $(ENGINE_URL)) $(if $(SERVICE_URL),--service-url $(SERVICE_URL)) \
 		$(if $(ENGINE_MODEL),--engine-model $(ENGINE_MODEL)) $(if $(TOKENIZER),--tokenizer $(TOKENIZER))
+
+# Prompt fitting at a 262,144-token window, cold and warm, with the served model's tokenizer:
+#   make bench-fitting TOKENIZER=/path/to/served/model   (python -m bench.fitting -h)
+bench-fitting: install-service
+	$(BIN)/python -m bench.fitting --tokenizer $(TOKENIZER) --corpus $(SHARED)/scifact/corpus.jsonl \
+		--json bench/results/fitting.json
+
+# Load test of a running stack: USERS virtual users, Poisson arrivals at RATE asks/s for
+# DURATION s, short / analytical / a few "auto" asks (bench/load.py). The key comes from KEY or
+# RAG_API_KEY and is never echoed.
+#   make bench-load URL=http://127.0.0.1:8000 KEY=... [USERS=20 RATE=0.25 DURATION=90
+#                   LOAD_ARGS="--max-tokens 32 --time-limit 170"]   (python -m bench.load -h)
+URL ?= http://127.0.0.1:8000
+USERS ?= 100
+RATE ?= 2
+DURATION ?= 60
+MAX_LONG ?= 5
+LOAD_QUESTIONS ?= $(wildcard $(SHARED)/sec-10q/qna_data.csv)
+LOAD_JSON ?= bench/results/load.json
+LOAD_ARGS ?=
+bench-load: install-service
+	@echo "bench.load --url $(URL) --users $(USERS) --rate $(RATE) --duration $(DURATION)"
+	@$(if $(KEY),RAG_API_KEY='$(KEY)') $(BIN)/python -m bench.load --url $(URL) \
+		--users $(USERS) --rate $(RATE) --duration $(DURATION) --max-long $(MAX_LONG) \
+		$(if $(LOAD_QUESTIONS),--questions $(LOAD_QUESTIONS)) --json-out $(LOAD_JSON) $(LOAD_ARGS)
 
 eval: install-service
 	$(BIN)/rag-eval table --data $(SHARED)/scifact
