@@ -10,19 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from rag.admission import AdmissionController, before
 from rag.errors import IndexNotFoundError, RagError
-from rag.llm import EngineClient
+from rag.llm import Delta, EngineClient
 from rag.prompt import FittedPrompt, PassageOrder, PromptBudget
 from rag.retrieval import Retriever
 from rag.store.base import Hit, SearchFilter
 
 NO_PASSAGES = "No passage in the index matches the question, so there is nothing to answer from."
 NO_FILTERED_PASSAGES = "No passage matches the filters, so there is nothing to answer from."
-AUTO_MAX_CANDIDATES = 1000
+# top_k "auto": one candidate per this many tokens of the window at first (passages of the
+# default 200-token chunks take ~250), twice as many while every candidate fits, up to the cap.
+AUTO_TOKENS_PER_CANDIDATE = 200
+AUTO_MAX_CANDIDATES = 50_000
 
 
 class OutputTooLongError(RagError):
@@ -42,6 +46,7 @@ class AskOptions:
     filter: SearchFilter = SearchFilter()
     max_tokens: int = 512
     temperature: float = 0.0
+    timeout_s: float | None = None  # to the first token, waiting included; None: the default
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class Timings:
     search_ms: float = 0.0
     rerank_ms: float = 0.0
     prompt_ms: float = 0.0
+    queue_ms: float = 0.0  # waiting for admission (rag/admission.py)
     ttft_ms: float | None = None
     total_ms: float = 0.0
 
@@ -138,7 +144,12 @@ class DoneEvent:
 AskEvent = CitationsEvent | TokenEvent | DoneEvent
 
 
-Charge = Callable[[int], None]  # told the prompt's tokens before the engine is asked
+# Told the prompt's tokens once the ask is admitted, before the engine is asked: an ask refused
+# (503) or left with no passage costs the key nothing; raising refuses it before the first byte.
+Charge = Callable[[int], None]
+# An admitted ask's deadline bounds its wait for the engine (a 503), the engine client's read
+# timeout only past it: the read timeout is stretched to the deadline plus this much.
+DEADLINE_GRACE_S = 2.0
 
 
 class Answerer:
@@ -149,25 +160,21 @@ class Answerer:
         engine: EngineClient,
         *,
         passage_order: PassageOrder = "canonical",
+        admission: AdmissionController | None = None,
     ) -> None:
         self.retriever = retriever
         self.budget = budget
         self.engine = engine
         self.passage_order = passage_order
+        self.admission = admission  # None: every ask goes to the engine at once, no deadline
 
     async def prepare(
         self,
         options: AskOptions,
         timings: Timings,
         order: PassageOrder | None = None,
-        *,
-        charge: Charge | None = None,
     ) -> FittedPrompt:
-        """Retrieve and fit the prompt without asking the engine for an answer.
-
-        ``charge`` is called with the fitted prompt's tokens before anything goes to the engine
-        (a rate limit raises there, so a refusal is still an HTTP status).
-        """
+        """Retrieve and fit the prompt without asking the engine for an answer."""
         store = self.retriever.store
         window = (await self.engine.model_info()).max_model_len
         if options.max_tokens > max_output_bound(window):
@@ -177,27 +184,29 @@ class Answerer:
             )
         if await asyncio.to_thread(store.get_meta, options.index) is None:
             raise IndexNotFoundError(f"index {options.index!r} does not exist")
-        if options.top_k == "auto":
-            info = await self.engine.model_info()
-            limit = min(AUTO_MAX_CANDIDATES, max(10, info.max_model_len // 100))
+        auto = options.top_k == "auto"
+        if auto:  # enough candidates to fill the window planned for; more while all fit
+            limit = max(10, await self.budget.max_model_len() // AUTO_TOKENS_PER_CANDIDATE)
         else:
-            limit = options.top_k
-        found = await asyncio.to_thread(
-            self.retriever.retrieve, options.index, options.question, limit, options.filter
-        )
-        timings.embed_ms, timings.search_ms = found.embed_ms, found.search_ms
-        timings.rerank_ms = found.rerank_ms
-        t = time.perf_counter()
-        fitted = await self.budget.fit(
-            options.question,
-            found.hits,
-            limit=None if options.top_k == "auto" else options.top_k,
-            max_output_tokens=options.max_tokens,
-            order=order or self.passage_order,
-        )
-        timings.prompt_ms = (time.perf_counter() - t) * 1000
-        if charge is not None:
-            charge(fitted.prompt_tokens)
+            limit = int(options.top_k)
+        while True:
+            found = await self.retriever.aretrieve(
+                options.index, options.question, limit, options.filter
+            )
+            timings.embed_ms, timings.search_ms = found.embed_ms, found.search_ms
+            timings.rerank_ms = found.rerank_ms
+            t = time.perf_counter()
+            fitted = await self.budget.fit(
+                options.question,
+                found.hits,
+                limit=None if auto else limit,
+                max_output_tokens=options.max_tokens,
+                order=order or self.passage_order,
+            )
+            timings.prompt_ms = (time.perf_counter() - t) * 1000
+            if not (auto and fitted.took_all and len(found.hits) == limit < AUTO_MAX_CANDIDATES):
+                break
+            limit = min(2 * limit, AUTO_MAX_CANDIDATES)
         return fitted
 
     async def stream(
@@ -208,8 +217,13 @@ class Answerer:
         charge: Charge | None = None,
     ) -> AsyncIterator[AskEvent]:
         started = time.perf_counter()
+        admission = self.admission
+        long_context = options.top_k == "auto"
+        deadline = (  # 422 first
+            admission.deadline(options.timeout_s, long_context=long_context) if admission else None
+        )
         timings = Timings()
-        fitted = await self.prepare(options, timings, order, charge=charge)
+        fitted = await self.prepare(options, timings, order)
         model = (await self.engine.model_info()).id
         citations = [Citation.from_hit(n, h) for n, h in enumerate(fitted.passages, start=1)]
         answer = Answer("", citations, Usage(), timings, model, messages=fitted.messages)
@@ -221,9 +235,7 @@ class Answerer:
             yield TokenEvent(answer.answer)
         else:
             parts: list[str] = []
-            deltas = self.engine.stream_chat(
-                fitted.messages, max_tokens=options.max_tokens, temperature=options.temperature
-            )
+            deltas = self._deltas(fitted, options, deadline, timings, charge)
             async with contextlib.aclosing(deltas):  # leaving early aborts the engine request
                 await anext(deltas)  # the engine accepted the request: refusals come before a byte
                 yield CitationsEvent(citations, model)
@@ -239,6 +251,43 @@ class Answerer:
             answer.answer = "".join(parts)
         timings.total_ms = (time.perf_counter() - started) * 1000
         yield DoneEvent(answer)
+
+    async def _deltas(
+        self,
+        fitted: FittedPrompt,
+        options: AskOptions,
+        deadline: float | None,
+        timings: Timings,
+        charge: Charge | None,
+    ) -> AsyncGenerator[Delta, None]:
+        """The engine's deltas, under an admission reservation when there is a controller; the
+        engine's acceptance and the first text then come by the deadline or the ask is refused."""
+        admission = self.admission
+        read_timeout = None
+        async with contextlib.AsyncExitStack() as held:
+            if admission is not None and deadline is not None:
+                reserve = fitted.prompt_tokens + options.max_tokens
+                ticket = await held.enter_async_context(admission.hold(reserve, deadline))
+                timings.queue_ms = ticket.waited_s * 1000
+                read_timeout = deadline - asyncio.get_running_loop().time() + DEADLINE_GRACE_S
+            if charge is not None:
+                charge(fitted.prompt_tokens)
+            deltas = self.engine.stream_chat(
+                fitted.messages,
+                max_tokens=options.max_tokens,
+                temperature=options.temperature,
+                read_timeout=read_timeout,
+            )
+            await held.enter_async_context(contextlib.aclosing(deltas))  # aborts on leaving
+            waiting = True  # for the first text, which the deadline bounds
+            while True:
+                try:
+                    pending = anext(deltas)
+                    delta = await (before(deadline, pending, admission) if waiting else pending)
+                except StopAsyncIteration:
+                    return
+                waiting = waiting and not delta.text
+                yield delta
 
     async def answer(
         self,

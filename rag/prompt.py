@@ -7,12 +7,17 @@ longer token prefix; ``bench/ask.py`` measures both orders.
 
 Counting uses the served model's own tokenizer with its chat template (the engine's
 ``/tokenize``, or the same tokenizer in-process), so the count is the count the engine will see.
+Each passage block is counted once (and remembered); the prompt's count is derived from its
+parts without tokenising the assembled prompt again — see ``PromptBudget`` for why the sum is
+exact, and for the safety net (a self-check, then whole counts) where it might not be.
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
+import itertools
+import logging
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -21,7 +26,7 @@ from typing import Literal
 
 from rag.errors import RagError
 from rag.llm import EngineClient, Message
-from rag.store.base import Hit
+from rag.store.base import Hit, VectorStore
 from rag.tokens import TokenCounter
 
 SYSTEM_PROMPT = (
@@ -45,6 +50,12 @@ SYSTEM_PROMPT = (
 _DELIMITER_LOOKALIKE = re.compile(r"<(?=\s*/?\s*passages?\b|\|)", re.IGNORECASE)
 
 PassageOrder = Literal["canonical", "score"]
+BLOCK_FIELDS = ["root", "source", "page", "heading", "text", "char_start"]
+
+log = logging.getLogger("rag.prompt")
+
+PASSAGES_HEADER = "Passages:\n\n"
+BLOCK_END = "\n\n"  # after every block, the last one too (then comes "Question: ")
 
 
 class PromptTooLongError(RagError):
@@ -76,9 +87,12 @@ def passage_block(n: int, hit: Hit) -> str:
 
 def build_messages(hits: Sequence[Hit], question: str) -> list[Message]:
     """System prompt, passages as quoted data, then the question: the prefix-cache order."""
-    blocks = "\n\n".join(passage_block(n, hit) for n, hit in enumerate(hits, start=1))
-    asked = neutralise(question)
-    user = f"Passages:\n\n{blocks}\n\nQuestion: {asked}" if hits else f"Question: {asked}"
+    blocks = "".join(passage_block(n, hit) + BLOCK_END for n, hit in enumerate(hits, start=1))
+    return _messages(f"{PASSAGES_HEADER}{blocks}" if hits else "", question)
+
+
+def _messages(passages: str, question: str) -> list[Message]:
+    user = f"{passages}Question: {neutralise(question)}"
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
@@ -99,29 +113,186 @@ class FittedPrompt:
     passages: list[Hit]  # in prompt order; passage n is passages[n - 1]
     prompt_tokens: int
     max_model_len: int
+    took_all: bool = True  # every candidate fitted: more candidates might fit too
+
+
+# Counted right after each block: the first character of what follows every block in a prompt
+# ("<" of the next block; for the last block "Q" of "Question", which splits the same way).
+BOUNDARY_PROBE = "<"
+
+# When the derived count is this close to the window, the assembled prompt is counted once too.
+RECOUNT_MARGIN = 8
+
+# Blocks for the start-up self-check of the derivation: edges a tokenizer or a chat template
+# might merge across or rewrite (blank lines and spaces at both ends, digits, quotes, non-ASCII).
+SELF_CHECK_TEXTS = (
+    "Net sales were $81,797 million.",
+    "\n\nblank lines at both ends\n\n",
+    "  spaces at both ends  ",
+    'Ünïcode — “quotes” e\u0301 株式会社 🙂 "said" \\ back\\slash',
+    "2023",
+    "\tTabs\r\nand windows line ends\r\n",
+)
+
+
+def _self_check_hits() -> list[Hit]:
+    texts = enumerate(SELF_CHECK_TEXTS)
+    return [
+        Hit(f"c{k}", 1, {"source": f'c "{k}".md', "text": t, "char_start": k}) for k, t in texts
+    ]
+
+
+def _counted_blocks(hits: Sequence[Hit]) -> list[str]:
+    """The text counted for each hit: its block numbered 0, the block end, the probe."""
+    return [passage_block(0, hit) + BLOCK_END + BOUNDARY_PROBE for hit in hits]
+
+
+def _assembled(
+    chosen: Sequence[Hit], question: str, order: PassageOrder
+) -> tuple[list[Hit], list[Message]]:
+    passages = order_passages(chosen, order)
+    return passages, build_messages(passages, question)
 
 
 class PromptBudget:
-    """Chooses how many passages fit: window = max_model_len - output - system - question."""
+    """Chooses how many passages fit: window = max_model_len - output - system - question.
+
+    The prompt's token count is derived from its parts, never by tokenising the assembled
+    prompt: the chat prompt with the question and an empty passage list (one count), plus each
+    passage block's count (cached by chunk), plus the tokens of its number. The sum is exact
+    because every part starts and ends where the served tokenizers cannot merge across:
+    byte-level BPE merges only inside pre-tokens, and their pre-tokenizer regexes (GPT-2's
+    ``\\s+(?!\\S)|...``, Qwen's ``[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|...``) always cut between the
+    ``"\\n\\n"`` that ends a block and the ``"<"`` that opens the next (or the ``"Q"`` of
+    ``Question``), and around the digits of ``n="N"``. A block is counted with the probe ``"<"``
+    after it, so its trailing newlines split exactly as they do inside a prompt; the probe is
+    one token of its own and is subtracted. Special tokens (``<|...``) cannot appear inside a
+    passage (``neutralise``), and NFC normalisation leaves ASCII boundaries alone.
+    ``tests/test_prompt_counts.py`` checks the sum against the engine's own ``/tokenize``.
+
+    Other tokenizers (SentencePiece, say) or chat templates that rewrite the content can make
+    the sum a few tokens short. So the first fit checks the derivation once against a count of
+    a whole synthetic prompt (``derivation_exact``); where it is not exact, or where the derived
+    count comes within ``RECOUNT_MARGIN`` of the window, the assembled prompt is counted once
+    and passages are dropped from the end while it is over: the prompt never overflows.
+    """
 
     def __init__(
-        self, engine: EngineClient, counter: TokenCounter, cache_size: int = 50_000
+        self,
+        engine: EngineClient,
+        counter: TokenCounter,
+        *,
+        max_model_len: int | None = None,
+        cache_size: int = 50_000,
+        batch: int = 512,
     ) -> None:
         self.engine = engine
         self.counter = counter
-        self._costs: OrderedDict[str, int] = OrderedDict()
+        self._max_model_len = max_model_len  # the window planned for; None: the engine's
+        self._costs: OrderedDict[tuple[str, int], int] = OrderedDict()
         self._cache_size = cache_size
+        self._batch = batch
+        self._numbers: list[int] = []  # tokens of str(n), for n = 0, 1, ...
+        self._probe: int | None = None
+        self._exact: bool | None = None  # the derivation's self-check, once done
 
-    async def _passage_costs(self, hits: Sequence[Hit]) -> list[int]:
-        missing = [h for h in hits if h.id not in self._costs]
-        counted = await asyncio.gather(
-            *(self.counter.count_text(passage_block(99, h) + "\n\n") for h in missing)
-        )
-        for hit, cost in zip(missing, counted, strict=True):
-            self._costs[hit.id] = cost
+    async def max_model_len(self) -> int:
+        """The window prompts are fitted to: the setting when given, else the engine's."""
+        if self._max_model_len is not None:
+            return self._max_model_len
+        return (await self.engine.model_info()).max_model_len
+
+    async def block_costs(self, hits: Sequence[Hit]) -> list[int]:
+        """Each hit's block tokens (numbered 0, block end included), counted once per chunk."""
+        keys = [(h.id, hash(str(h.payload.get("text", "")))) for h in hits]
+        missing = [i for i, key in enumerate(keys) if key not in self._costs]
+        if missing:
+            if self._probe is None:
+                self._probe = await self.counter.count_text(BOUNDARY_PROBE)
+            texts = await asyncio.to_thread(_counted_blocks, [hits[i] for i in missing])
+            for i, cost in zip(missing, await self.counter.count_texts(texts), strict=True):
+                self._costs[keys[i]] = cost - self._probe
+        costs = []
+        for key in keys:
+            self._costs.move_to_end(key)
+            costs.append(self._costs[key])
         while len(self._costs) > self._cache_size:
             self._costs.popitem(last=False)
-        return [self._costs[h.id] for h in hits]
+        return costs
+
+    @property
+    def counted(self) -> int:  # how many passage blocks have their count remembered
+        return len(self._costs)
+
+    async def warm(self, store: VectorStore, index: str, passages: int) -> int:
+        """Counts up to ``passages`` blocks of ``index`` ahead of the asks (so that even the first
+        long-context ask is fitted from remembered counts); returns how many were counted."""
+        if await asyncio.to_thread(store.get_meta, index) is None:
+            return 0
+        wanted = min(passages, self._cache_size)
+
+        def read() -> list[Hit]:
+            rows = itertools.islice(store.scan(index, BLOCK_FIELDS), wanted)
+            return [Hit(point_id, 0.0, payload) for point_id, payload in rows]
+
+        hits = await asyncio.to_thread(read)
+        for start in range(0, len(hits), self._batch):
+            await self.block_costs(hits[start : start + self._batch])
+        log.info("counted %d passages of index %r ahead of the asks", len(hits), index)
+        return len(hits)
+
+    async def derivation_exact(self) -> bool:
+        """Whether the derived count equals the counted one for the served tokenizer and chat
+        template: checked once, on a few synthetic blocks against a whole-prompt count."""
+        if self._exact is None:
+            hits = _self_check_hits()
+            question = 'What "were" net sales in 2023?\n'
+            probe = self._probe or await self.counter.count_text(BOUNDARY_PROBE)
+            costs = await self.counter.count_texts(_counted_blocks(hits))
+            numbers = await self.number_tokens(len(hits))
+            derived = await self.counter.count_chat(_messages(PASSAGES_HEADER, question))
+            for n, cost in enumerate(costs, start=1):
+                derived += cost - probe - numbers[0] + numbers[n]
+            counted = await self.counter.count_chat(build_messages(hits, question))
+            self._exact = derived == counted
+            if not self._exact:
+                log.warning(
+                    "the derived prompt count (%d) differs from the counted one (%d) for this "
+                    "tokenizer and chat template: every prompt is counted whole as well",
+                    derived,
+                    counted,
+                )
+        return self._exact
+
+    async def _recounted(
+        self,
+        chosen: list[Hit],
+        needs: list[int],
+        derived: int,
+        question: str,
+        order: PassageOrder,
+        window: int,
+    ) -> tuple[list[Hit], list[Message], int]:
+        """The assembled prompt counted whole; passages dropped from the end while it is over (as
+        many as their derived costs, scaled by counted / derived, cover; the next count decides)."""
+        while True:
+            passages, messages = await asyncio.to_thread(_assembled, chosen, question, order)
+            counted = await self.counter.count_chat(messages)
+            if counted <= window or not chosen:
+                return passages, messages, counted
+            over: float = counted - window
+            scale = counted / max(derived, 1)
+            while chosen and over > 0:
+                derived -= needs[-1]
+                over -= needs.pop() * scale
+                chosen.pop()
+
+    async def number_tokens(self, upto: int) -> list[int]:
+        """Tokens of ``str(n)`` for n = 0 .. at least ``upto``."""
+        if len(self._numbers) <= upto:
+            more = range(len(self._numbers), max(upto + 1, 2 * len(self._numbers), 64))
+            self._numbers += await self.counter.count_texts([str(n) for n in more])
+        return self._numbers
 
     async def fit(
         self,
@@ -132,39 +303,53 @@ class PromptBudget:
         max_output_tokens: int,
         order: PassageOrder,
     ) -> FittedPrompt:
-        """The best-ranked passages (up to ``limit``; None fills the window) that fit exactly."""
-        info = await self.engine.model_info()
-        window = info.max_model_len - max_output_tokens
-        base, costs = await asyncio.gather(
-            self.counter.count_chat(build_messages([], question)),
-            self._passage_costs(ranked if limit is None else ranked[:limit]),
+        """The best-ranked passages (up to ``limit``; None fills the window), best first until
+        the next one does not fit, with the prompt's exact token count."""
+        max_model_len = await self.max_model_len()
+        window = max_model_len - max_output_tokens
+        candidates = ranked if limit is None else ranked[:limit]
+        base = await self.counter.count_chat(
+            _messages(PASSAGES_HEADER if candidates else "", question)
         )
         if base > window:
             raise PromptTooLongError(
-                f"the question needs {base} prompt tokens with the system prompt; the engine's "
-                f"window is {info.max_model_len} tokens with {max_output_tokens} reserved for "
-                "the answer"
+                f"the question needs {base} prompt tokens with the system prompt; the "
+                f"{max_model_len}-token window has {max_output_tokens} reserved for the answer"
             )
         chosen: list[Hit] = []
-        used = base + 8  # the "Passages:" header
-        for hit, cost in zip(ranked, costs, strict=False):
-            if used + cost > window:
-                if limit is None:
-                    continue  # a shorter passage further down may still fit
+        needs: list[int] = []
+        used, misfit = base, 0
+        for start in range(0, len(candidates), self._batch):
+            batch = candidates[start : start + self._batch]
+            costs = await self.block_costs(batch)
+            numbers = await self.number_tokens(len(chosen) + len(batch))
+            for hit, cost in zip(batch, costs, strict=True):
+                need = cost - numbers[0] + numbers[len(chosen) + 1]
+                if used + need > window:
+                    misfit = need
+                    break
+                chosen.append(hit)
+                needs.append(need)
+                used += need
+            if misfit:
                 break
-            chosen.append(hit)
-            used += cost
-        if ranked and not chosen:
-            raise NoPassageFitsError(
-                f"{len(ranked)} passages matched but none fits the engine's window: the smallest "
-                f"needs {min(costs)} tokens, and {window - used} of the {info.max_model_len}-token "
-                f"window are left after the question ({base} tokens) and the {max_output_tokens} "
-                "tokens reserved for the answer; ask for fewer max_tokens"
+        if chosen and (window - used < RECOUNT_MARGIN or not await self.derivation_exact()):
+            derived, taken, before = used, len(chosen), list(needs)
+            passages, messages, used = await self._recounted(
+                chosen, needs, used, question, order, window
             )
-        while True:
-            passages = order_passages(chosen, order)
-            messages = build_messages(passages, question)
-            exact = await self.counter.count_chat(messages)
-            if exact <= window or not chosen:
-                return FittedPrompt(messages, passages, exact, info.max_model_len)
-            chosen.pop()  # block boundaries tokenised differently: drop the lowest-ranked
+            if len(chosen) < taken:
+                misfit = misfit or before[len(chosen)]  # the best passage dropped
+            if self._exact and (len(chosen) < taken or used != derived):
+                log.warning("derived %d prompt tokens, counted %d: counting whole", derived, used)
+                self._exact = False
+        else:
+            passages, messages = await asyncio.to_thread(_assembled, chosen, question, order)
+        if candidates and not chosen:
+            raise NoPassageFitsError(
+                f"{len(candidates)} passages matched but none fits the engine's window: the best "
+                f"needs {misfit} tokens, and {window - used} of the {max_model_len}-token window "
+                f"are left after the question ({base} tokens) and the {max_output_tokens} tokens "
+                "reserved for the answer; ask for fewer max_tokens"
+            )
+        return FittedPrompt(messages, passages, used, max_model_len, took_all=not misfit)

@@ -67,6 +67,9 @@ def _sparse(vector: SparseVector) -> qe.SparseVector:
     return qe.SparseVector(vector.indices, vector.values)
 
 
+PAYLOAD_BATCH = 128
+
+
 class EdgeStore:
     """Indexes under ``data_dir/indexes/NAME/`` (``shard/`` plus ``index.json``).
 
@@ -179,6 +182,10 @@ class EdgeStore:
         params = qe.SearchParams(exact=query.exact)
         dense = None if query.dense is None else query.dense.tolist()
         request: qe.QueryRequest
+        # Edge holds the GIL inside each call: for many hits the payloads come afterwards in
+        # short batches, which keeps the event loop (and /healthz) answering while a
+        # long-context ask retrieves thousands of passages; a few come with the query itself.
+        inline = query.limit <= PAYLOAD_BATCH
         if query.mode == "hybrid" and dense is not None and query.sparse is not None:
             request = qe.QueryRequest(
                 limit=query.limit,
@@ -196,14 +203,14 @@ class EdgeStore:
                     ),
                 ],
                 query=_fusion(query),
-                with_payload=True,
+                with_payload=inline,
             )
         elif query.mode == "sparse" and query.sparse is not None:
             request = qe.QueryRequest(
                 limit=query.limit,
                 query=qe.Query.Nearest(_sparse(query.sparse), using=SPARSE),
                 filter=flt,
-                with_payload=True,
+                with_payload=inline,
             )
         elif dense is not None:
             request = qe.QueryRequest(
@@ -211,13 +218,23 @@ class EdgeStore:
                 query=qe.Query.Nearest(dense, using=DENSE),
                 filter=flt,
                 params=params,
-                with_payload=True,
+                with_payload=inline,
             )
         else:
             raise ValueError(f"search mode {query.mode!r} needs its query vector")
+        scored = shard.query(request)
+        if inline:
+            return [
+                Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
+                for p in scored
+            ]
+        payloads: dict[str, dict[str, Any]] = {}
+        ids = [p.id for p in scored]
+        for i in range(0, len(ids), PAYLOAD_BATCH):
+            for record in shard.retrieve(ids[i : i + PAYLOAD_BATCH], True, False):
+                payloads[str(record.id)] = dict(record.payload or {})
         return [
-            Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
-            for p in shard.query(request)
+            Hit(id=str(p.id), score=float(p.score), payload=payloads[str(p.id)]) for p in scored
         ]
 
     def count(self, index: str) -> int:
