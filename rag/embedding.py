@@ -21,7 +21,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +44,25 @@ PACKAGED_MODELS = {
 }
 
 _build_lock = threading.Lock()
+
+
+class TextEmbedder(Protocol):
+    """What ingest and retrieval need of an embedder: in-process (``Embedder``) or over HTTP."""
+
+    model_id: str  # recorded in the index: vectors of one model only
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def max_tokens(self) -> int:
+        """Text tokens per input, the model's special tokens left out."""
+
+    def encode(self, texts: list[str]) -> Vectors: ...
+
+    def encode_query(self, text: str) -> Vectors: ...
+
+    def close(self) -> None: ...
 
 
 def resolve_model(name: str) -> str:
@@ -141,6 +160,9 @@ class Embedder:
     def encode_query(self, text: str) -> Vectors:
         vector: Vectors = self.encode([text])[0]
         return vector
+
+    def close(self) -> None:
+        """Nothing to release: the model goes with the object."""
 
     def _tokenize(self, texts: list[str]) -> dict[str, npt.NDArray[np.int64]]:
         enc = self._tokenizer(
@@ -264,12 +286,38 @@ def _openvino_forward(
     return forward
 
 
-def embedder_from(settings: Settings, model: str) -> Embedder:
-    """The embedder ``model`` on the configured backend, batch size and threads."""
+def embed_device(setting: str) -> str:
+    """``auto``: the first CUDA device when torch sees one, else the CPU."""
+    if setting in ("cpu", "mps"):
+        return setting
+    import torch
+
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        raise RagError(f"embed device {setting!r}: this torch sees no CUDA device")
+    return setting
+
+
+def embedder_from(settings: Settings, model: str) -> TextEmbedder:
+    """The embedder ``model``: the service at ``embed_url`` when set, else in-process on the
+    configured device, backend, batch size and threads. The exported backends are CPU
+    runtimes, so a GPU device runs sentence-transformers' torch."""
+    if settings.embed_url:
+        from rag.embed_http import HttpEmbedder
+
+        return HttpEmbedder(
+            settings.embed_url,
+            model,
+            api_key=settings.embed_api_key,
+            batch_size=settings.embed_batch_size,
+        )
+    device = embed_device(settings.embed_device)
     return Embedder(
         model,
         batch_size=settings.embed_batch_size,
-        backend=settings.embed_backend,
+        device=device,
+        backend=settings.embed_backend if device == "cpu" else "torch",
         cache_dir=settings.cache_dir,
         threads=settings.torch_threads,
     )

@@ -10,14 +10,16 @@ while a group of tied scores straddles the end of what came back.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import functools
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from rag.embedding import Embedder
+from rag.embedding import TextEmbedder, Vectors
 from rag.sparse import SparseEncoder
 from rag.store.base import Fusion, Hit, SearchFilter, SearchMode, SearchQuery, VectorStore
 
@@ -52,6 +54,44 @@ def _ties(hits: Sequence[Hit], want: int) -> bool:
     return want > 0 and stable_key(hits[want - 1])[0] == stable_key(hits[-1])[0]
 
 
+class QueryEncoder(Protocol):
+    def encode_query(self, text: str) -> Vectors: ...
+
+
+@runtime_checkable
+class AsyncQueryEncoder(Protocol):
+    """A query encoder the event loop can await (``QueryBatcher``) without a thread of its own."""
+
+    async def aencode_query(self, text: str) -> Vectors: ...
+
+
+class _VectorCache:
+    """The last ``size`` questions' vectors (tools ask the same questions again and again)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._vectors: OrderedDict[str, Vectors] = OrderedDict()
+
+    def get(self, question: str) -> Vectors | None:
+        with self._lock:
+            vector = self._vectors.get(question)
+            if vector is not None:
+                self._vectors.move_to_end(question)
+            return vector
+
+    def put(self, question: str, vector: Vectors) -> None:
+        with self._lock:
+            self._vectors[question] = vector
+            self._vectors.move_to_end(question)
+            if len(self._vectors) > self.size:
+                self._vectors.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._vectors.clear()
+
+
 class Reranker(Protocol):
     def rerank(self, question: str, hits: list[Hit], top_k: int) -> list[Hit]: ...
 
@@ -68,9 +108,10 @@ class Retriever:
     def __init__(
         self,
         store: VectorStore,
-        embedder: Embedder,
+        embedder: TextEmbedder,
         sparse: SparseEncoder,
         *,
+        queries: QueryEncoder | None = None,
         mode: SearchMode = "hybrid",
         reranker: Reranker | None = None,
         rerank_candidates: int = 30,
@@ -83,12 +124,20 @@ class Retriever:
         self.mode = mode
         self.reranker = reranker
         self.rerank_candidates = rerank_candidates
-        # Tools ask the same questions again and again: keep their vectors.
-        self._dense = functools.lru_cache(maxsize=4096)(embedder.encode_query)
+        # ``queries`` (a QueryBatcher in the service) embeds concurrent questions together.
+        self.queries: QueryEncoder = queries or embedder
+        self._vectors = _VectorCache(4096)
 
     def forget_queries(self) -> None:
         """Drop the cached query vectors (benchmarks measure cold embeddings)."""
-        self._dense.cache_clear()
+        self._vectors.clear()
+
+    def _dense(self, question: str) -> Vectors:
+        vector = self._vectors.get(question)
+        if vector is None:
+            vector = self.queries.encode_query(question)
+            self._vectors.put(question, vector)
+        return vector
 
     def retrieve(
         self,
@@ -103,6 +152,47 @@ class Retriever:
         mode = mode or self.mode
         t0 = time.perf_counter()
         dense = self._dense(question) if mode != "sparse" else None
+        return self._search(index, question, limit, flt, mode, exact, dense, t0)
+
+    async def aretrieve(
+        self,
+        index: str,
+        question: str,
+        limit: int,
+        flt: SearchFilter | None = None,
+        *,
+        mode: SearchMode | None = None,
+        exact: bool = False,
+    ) -> Retrieved:
+        """``retrieve`` for the event loop: the question's vector is awaited from the batcher
+        (every concurrent ask joins one pass, none holds a thread meanwhile), then the search
+        and rerank run in one thread hop. Without an awaitable encoder it is one hop in all."""
+        mode = mode or self.mode
+        t0 = time.perf_counter()
+        dense = self._vectors.get(question) if mode != "sparse" else None
+        if mode != "sparse" and dense is None:
+            if not isinstance(self.queries, AsyncQueryEncoder):
+                return await asyncio.to_thread(
+                    self.retrieve, index, question, limit, flt, mode=mode, exact=exact
+                )
+            dense = await self.queries.aencode_query(question)
+            self._vectors.put(question, dense)
+        return await asyncio.to_thread(
+            self._search, index, question, limit, flt, mode, exact, dense, t0
+        )
+
+    def _search(
+        self,
+        index: str,
+        question: str,
+        limit: int,
+        flt: SearchFilter | None,
+        mode: SearchMode,
+        exact: bool,
+        dense: Vectors | None,
+        t0: float,
+    ) -> Retrieved:
+        """Sparse-encode, search and rerank; ``embed_ms`` counts from ``t0`` (dense included)."""
         sparse = self.sparse.encode_query(question) if mode != "dense" else None
         t1 = time.perf_counter()
         depth = max(limit, self.rerank_candidates) if self.reranker else limit
