@@ -97,6 +97,22 @@ def require_read(principal: Principal, index: str) -> None:
         raise PermissionDeniedError(f"key {principal.name!r} may not read index {index!r}")
 
 
+def require_write(principal: Principal, index: str, *, local: bool = False) -> None:
+    """401 for a caller without a key, 403 unless the key may change ``index`` (a write key of
+    that index, or an admin key). ``local``: the caller holds the service record's token
+    (`rag-ingest` on this machine), which stands in for a key while none is required."""
+    if principal is ANONYMOUS:
+        if local:
+            return
+        raise AuthenticationError(
+            f"writing index {index!r} needs an API key with write rights: create one with "
+            f"`rag-keys create NAME --index {index} --write` and send it as "
+            "'Authorization: Bearer <key>'"
+        )
+    if not principal.can_write(index):
+        raise PermissionDeniedError(f"key {principal.name!r} may not write index {index!r}")
+
+
 def require_admin(principal: Principal) -> None:
     if not principal.admin:
         raise PermissionDeniedError(f"key {principal.name!r} is not an admin key")

@@ -48,7 +48,7 @@ def api_main(host: str | None, port: int | None, index: str | None, data_dir: Pa
     limit_torch_threads(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, announce=True),
         host=settings.api_host,
         port=settings.api_port,
         timeout_graceful_shutdown=10,

@@ -5,11 +5,15 @@ request counter. Pure ASGI, so streamed responses and client disconnects pass th
 from __future__ import annotations
 
 import json
+import re
 
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 JSON_TYPE = b"application/json"
+# Uploads (api/ingest_routes.py) are multipart bodies with their own, larger limit.
+UPLOAD_PATH = re.compile(r"/v1/indexes/[^/]+/documents")
+MULTIPART = b"multipart/form-data"
 
 
 def _is_json(content_type: bytes) -> bool:
@@ -20,26 +24,36 @@ def _is_json(content_type: bytes) -> bool:
 class BodyLimit:
     """413 for a body over ``max_bytes``: at once from Content-Length, else as soon as the bytes
     received pass the limit (nothing past it is read). A body is read as JSON whatever its
-    content type says: `curl -d` sends a form type."""
+    content type says: `curl -d` sends a form type. A multipart upload of documents may be
+    ``upload_max_bytes`` (RAG_MAX_FILE_MB) and keeps its content type."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_max_bytes: int = 0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_max_bytes = upload_max_bytes
 
-    def _too_large(self) -> str:
-        return f"the request body is larger than {self.max_bytes} bytes (RAG_MAX_REQUEST_BYTES)"
+    def _too_large(self, limit: int, upload: bool) -> str:
+        setting = "RAG_MAX_FILE_MB" if upload else "RAG_MAX_REQUEST_BYTES"
+        return f"the request body is larger than {limit} bytes ({setting})"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
+        content_type = headers.get(b"content-type", JSON_TYPE)
+        upload = (
+            scope["method"] == "POST"
+            and content_type.split(b";", 1)[0].strip().lower() == MULTIPART
+            and UPLOAD_PATH.fullmatch(scope["path"]) is not None
+        )
+        limit = max(self.max_bytes, self.upload_max_bytes) if upload else self.max_bytes
         length = headers.get(b"content-length", b"0")
-        if length.isdigit() and int(length) > self.max_bytes:
-            body = {"error": {"type": "body_too_large", "message": self._too_large()}}
+        if length.isdigit() and int(length) > limit:
+            body = {"error": {"type": "body_too_large", "message": self._too_large(limit, upload)}}
             await _send_json(send, 413, body)
             return
-        if scope["method"] == "POST" and not _is_json(headers.get(b"content-type", JSON_TYPE)):
+        if scope["method"] == "POST" and not upload and not _is_json(content_type):
             rest = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
             scope["headers"] = [*rest, (b"content-type", JSON_TYPE)]  # in place: see CountRequests
         received = 0
@@ -49,8 +63,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise HTTPException(413, self._too_large())
+                if received > limit:
+                    raise HTTPException(413, self._too_large(limit, upload))
             return message
 
         await self.app(scope, limited, send)

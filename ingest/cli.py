@@ -3,6 +3,9 @@
 Exit status of rag-ingest: 0 every file was ingested (or unchanged), 1 at least one file failed
 and was skipped (the others were ingested), 2 usage error (bad path, incompatible index),
 3 the store is unavailable.
+
+When a running rag-api holds the embedded store (its record in the data dir says so), the
+sync is handed to it over HTTP (ingest/handoff.py), with the same progress, report and codes.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import click
 
 from rag.config import Settings
 from rag.errors import IndexMismatchError, IndexNotFoundError, RagError, StoreUnavailableError
+from rag.service_record import ServiceRecord, running_service
 from rag.store.base import VectorStore
 
 if TYPE_CHECKING:
@@ -48,15 +52,9 @@ def _settings(**overrides: Any) -> Settings:
 
 def ingest_limits(settings: Settings) -> IngestLimits:
     """What rag-ingest may read and how it parses, from the settings."""
-    from rag.sync import IngestLimits, default_workers
+    from rag.jobs import ingest_limits as limits
 
-    return IngestLimits(
-        max_file_bytes=int(settings.max_file_mb * 1_000_000),
-        workers=settings.ingest_workers or default_workers(),
-        parse_timeout_s=settings.parse_timeout_s,
-        worker_memory_bytes=settings.worker_memory_mb << 20,
-        batch_chunks=8 * settings.embed_batch_size,
-    )
+    return limits(settings)
 
 
 def _log_to(path: Path) -> None:
@@ -99,6 +97,11 @@ def _fail(message: str, code: int) -> None:
 )
 @data_dir_option
 @qdrant_url_option
+@click.option(
+    "--api-key",
+    envvar="RAG_API_KEY",
+    help="Key of the running service to hand the sync to (env RAG_API_KEY).",
+)
 def ingest_main(
     paths: tuple[Path, ...],
     index: str | None,
@@ -108,6 +111,7 @@ def ingest_main(
     workers: int | None,
     data_dir: Path | None,
     qdrant_url: str | None,
+    api_key: str | None,
 ) -> None:
     """Sync the documents under PATHS into an index (PDF, Markdown, text, HTML)."""
     from rag.embedding import embedder_from
@@ -121,6 +125,10 @@ def ingest_main(
         index=index, data_dir=data_dir, qdrant_url=qdrant_url, ingest_workers=workers
     )
     _log_to(settings.data_dir / "logs" / "ingest.log")
+    served = None if settings.qdrant_url else running_service(settings.data_dir)
+    if served is not None:  # the service owns the embedded store: it syncs for us
+        _refuse_local_options(served)
+        _report(_hand_off(served, settings.index, paths, not no_delete, api_key), as_json)
     try:
         spec = IndexSpec.load(settings.index, settings.indexes_dir, embed_model)
     except (RagError, ValueError) as exc:
@@ -139,11 +147,47 @@ def ingest_main(
         _fail(str(exc), EXIT_USAGE)
     finally:
         store.close()
+    _report(report.to_json(), as_json)
+
+
+def _refuse_local_options(served: ServiceRecord) -> None:
+    """--embed-model and --workers shape a sync this process runs; the service syncs with its
+    own settings, so naming them on the command line while it holds the store is a mistake."""
+    ctx = click.get_current_context()
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("embed_model", "workers")
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+    ]
+    if given:
+        raise click.UsageError(
+            f"{' and '.join(given)} cannot be used while the service at {served.url} "
+            f"(pid {served.pid}) holds this data dir: it runs the sync with its own embedder "
+            "and workers (the index's, RAG_INGEST_WORKERS). Leave the option out, or stop "
+            "the service first."
+        )
+
+
+def _hand_off(
+    served: ServiceRecord, index: str, paths: tuple[Path, ...], delete: bool, key: str | None
+) -> dict[str, Any]:
+    from ingest.handoff import Handoff, HandoffError
+
+    click.echo(f"The service at {served.url} holds this data dir: it runs the sync.", err=True)
+    try:
+        with Handoff(served, key) as handoff, _progress_bar() as progress:
+            return handoff.sync(index, paths, delete=delete, progress=progress)
+    except HandoffError as exc:
+        _fail(str(exc), exc.code)
+        raise  # not reached: _fail exits
+
+
+def _report(report: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(report.to_json()))
+        click.echo(json.dumps(report))
     else:
-        _print_summary(report.to_json())
-    sys.exit(EXIT_FILES_FAILED if report.failed else 0)
+        _print_summary(report)
+    sys.exit(EXIT_FILES_FAILED if report["failed"] else 0)
 
 
 class _progress_bar:

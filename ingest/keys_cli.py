@@ -49,7 +49,8 @@ def main() -> None:
 @click.argument("name")
 @click.option("--index", "indexes", multiple=True, help="An index the key may read (repeat).")
 @click.option("--all-indexes", is_flag=True, help="The key may read every index.")
-@click.option("--admin", is_flag=True, help="The key may use admin routes.")
+@click.option("--admin", is_flag=True, help="The key may use admin routes and write every index.")
+@click.option("--write", is_flag=True, help="The key may sync, upload and delete in its indexes.")
 @click.option("--rps", type=click.FloatRange(min=0, min_open=True), help="Own requests/s.")
 @click.option(
     "--tokens-per-minute", type=click.IntRange(min=1), help="Own prompt tokens per minute."
@@ -61,6 +62,7 @@ def create(
     indexes: tuple[str, ...],
     all_indexes: bool,
     admin: bool,
+    write: bool,
     rps: float | None,
     tokens_per_minute: int | None,
     data_dir: Path | None,
@@ -73,6 +75,7 @@ def create(
             indexes,
             all_indexes=all_indexes,
             admin=admin,
+            write=write,
             rps=rps,
             tokens_per_minute=tokens_per_minute,
         )
@@ -99,6 +102,7 @@ def list_keys(as_json: bool, data_dir: Path | None, keys_file: Path | None) -> N
             "id": r.id,
             "indexes": "*" if r.all_indexes else list(r.indexes),
             "admin": r.admin,
+            "write": r.write,
             "rps": r.limits.rps,
             "tokens_per_minute": r.limits.tokens_per_minute,
             "created_at": r.created_at,
@@ -108,7 +112,8 @@ def list_keys(as_json: bool, data_dir: Path | None, keys_file: Path | None) -> N
             continue
         limits = [f"{r.limits.rps:g} rps" if r.limits.rps else ""]
         limits.append(f"{r.limits.tokens_per_minute} tok/min" if r.limits.tokens_per_minute else "")
-        extra = ", ".join(x for x in [*limits, "admin" if r.admin else ""] if x)
+        scopes = ["write" if r.write else "", "admin" if r.admin else ""]
+        extra = ", ".join(x for x in [*limits, *scopes] if x)
         click.echo(f"{r.name}\t{r.id}\t{scope}\t{extra or '-'}\t{r.created_at}")
 
 

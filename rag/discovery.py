@@ -5,6 +5,9 @@ Each entry is classified with ``stat`` (symlinks followed) and is one of: a docu
 a document type, over the size cap, a FIFO, socket or device), or failed with a reason (a
 symlink loop, a dangling link). A folder reached twice (a symlink loop) is walked once. Nothing
 is opened here.
+
+With ``within`` (the allowed roots of an HTTP sync), a file or folder whose resolved path lies
+outside every one of them - a symlink out of RAG_INGEST_ROOTS - is skipped, not followed.
 """
 
 from __future__ import annotations
@@ -43,17 +46,42 @@ class Discovery:
     failed: list[Entry] = field(default_factory=list)
 
 
-def discover(paths: Sequence[Path], max_bytes: int) -> Discovery:
+OUTSIDE = "outside the ingest roots"
+
+
+class _Within:
+    """Whether a path, symlinks resolved, lies under one of the allowed roots (any, without)."""
+
+    def __init__(self, roots: Sequence[Path] | None) -> None:
+        self.roots = None if roots is None else [os.path.realpath(r) for r in roots]
+
+    def __call__(self, path: str) -> bool:
+        if self.roots is None:
+            return True
+        real = os.path.realpath(path)
+        return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in self.roots)
+
+
+def discover(
+    paths: Sequence[Path], max_bytes: int, within: Sequence[Path] | None = None
+) -> Discovery:
     found = Discovery()
+    allowed = _Within(within)
     for given in paths:
+        if not allowed(str(given)):
+            found.skipped.append(Entry(os.path.abspath(given), OUTSIDE))
+            continue
         if os.path.isdir(given):
             root = os.path.realpath(given)
             found.roots.add(root)
-            candidates: Iterator[str] = _walk(root, found)
+            candidates: Iterator[str] = _walk(root, found, allowed)
         else:
             root = os.path.dirname(os.path.realpath(given))
             candidates = iter([os.path.abspath(given)])
         for path in candidates:
+            if not allowed(path):
+                found.skipped.append(Entry(path, OUTSIDE))
+                continue
             source = os.path.relpath(path, root).replace(os.sep, "/")
             _classify(path, root, source, max_bytes, found)
     found.files.sort(key=lambda f: (f.root, f.source))
@@ -79,7 +107,7 @@ def _classify(path: str, root: str, source: str, max_bytes: int, found: Discover
         found.files.append(SourceFile(root, source, path, kind, st.st_size))
 
 
-def _walk(root: str, found: Discovery) -> Iterator[str]:
+def _walk(root: str, found: Discovery, allowed: _Within) -> Iterator[str]:
     seen: set[tuple[int, int]] = set()
 
     def unreadable(exc: OSError) -> None:
@@ -98,7 +126,10 @@ def _walk(root: str, found: Discovery) -> Iterator[str]:
         seen.add((st.st_dev, st.st_ino))
         for name in sorted(d for d in dirs if d.startswith(".")):
             found.skipped.append(Entry(os.path.join(folder, name), "hidden folder"))
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        shown = [d for d in dirs if not d.startswith(".")]
+        for name in sorted(d for d in shown if not allowed(os.path.join(folder, d))):
+            found.skipped.append(Entry(os.path.join(folder, name), OUTSIDE))
+        dirs[:] = sorted(d for d in shown if allowed(os.path.join(folder, d)))
         for name in sorted(names):
             if name.startswith("."):
                 found.skipped.append(Entry(os.path.join(folder, name), "hidden file"))

@@ -12,6 +12,7 @@ from rag.errors import IndexMismatchError, RagError
 
 DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+INDEX_NAME_PATTERN = f"^{_NAME.pattern}$"  # the same, for OpenAPI documents
 
 
 def check_index_name(name: str) -> str:

@@ -9,9 +9,12 @@ The key file (``$RAG_DATA_DIR/keys.json`` unless ``RAG_KEYS_FILE`` says otherwis
 
     {"version": 1, "keys": [{"name": "search-ui", "id": "3f9c0a1b2c4d", "salt": "<hex>",
       "hash": "<hex>", "indexes": ["handbook"], "all_indexes": false, "admin": false,
-      "rps": null, "tokens_per_minute": null, "created_at": "2026-11-23T03:00:00+00:00"}]}
+      "write": false, "rps": null, "tokens_per_minute": null,
+      "created_at": "2026-11-23T03:00:00+00:00"}]}
 
-``rps`` / ``tokens_per_minute`` of null use the service's defaults. A running service re-reads
+``rps`` / ``tokens_per_minute`` of null use the service's defaults. ``write`` (absent in files
+written before it existed: no write) lets the key change the indexes it reads (sync, upload,
+delete); an admin key may write every index. A running service re-reads
 the file when it changes, so ``rag-keys revoke`` takes effect without a restart.
 """
 
@@ -49,7 +52,7 @@ class AuthenticationError(RagError):
 
 
 class PermissionDeniedError(RagError):
-    """A valid key that may not do this: read that index, or use an admin route (HTTP 403)."""
+    """A valid key that may not do this: read or write that index, an admin route (HTTP 403)."""
 
 
 class KeyStoreError(RagError):
@@ -66,17 +69,21 @@ class Limits:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's name and what it may do. Read-only for now; a write scope
-    (issue 12) becomes one more field here and in the key record."""
+    """Who is calling: the key's name and what it may do."""
 
     name: str
     indexes: tuple[str, ...] = ()
     all_indexes: bool = False
     admin: bool = False
     limits: Limits = field(default_factory=Limits)
+    write: bool = False  # may change the indexes it reads
 
     def can_read(self, index: str) -> bool:
         return self.all_indexes or index in self.indexes
+
+    def can_write(self, index: str) -> bool:
+        """Admin keys write every index; write keys the indexes they read."""
+        return self.admin or (self.write and self.can_read(index))
 
 
 # The caller when authentication is not required: reads everything, like the service before keys.
@@ -96,10 +103,13 @@ class KeyRecord:
     admin: bool
     limits: Limits
     created_at: str
+    write: bool = False
 
     @property
     def principal(self) -> Principal:
-        return Principal(self.name, self.indexes, self.all_indexes, self.admin, self.limits)
+        return Principal(
+            self.name, self.indexes, self.all_indexes, self.admin, self.limits, self.write
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -110,6 +120,7 @@ class KeyRecord:
             "indexes": list(self.indexes),
             "all_indexes": self.all_indexes,
             "admin": self.admin,
+            "write": self.write,
             "rps": self.limits.rps,
             "tokens_per_minute": self.limits.tokens_per_minute,
             "created_at": self.created_at,
@@ -127,6 +138,7 @@ class KeyRecord:
             admin=bool(data.get("admin", False)),
             limits=Limits(data.get("rps"), data.get("tokens_per_minute")),
             created_at=str(data.get("created_at", "")),
+            write=bool(data.get("write", False)),
         )
 
 
@@ -206,6 +218,7 @@ class KeyStore:
         *,
         all_indexes: bool = False,
         admin: bool = False,
+        write: bool = False,
         rps: float | None = None,
         tokens_per_minute: int | None = None,
     ) -> str:
@@ -216,6 +229,8 @@ class KeyStore:
             raise KeyStoreError("give either indexes or all_indexes, not both")
         if not (indexes or all_indexes or admin):
             raise KeyStoreError("a key needs at least one index, all_indexes, or admin")
+        if write and not (indexes or all_indexes):
+            raise KeyStoreError("write applies to the key's indexes: give indexes or all_indexes")
         if rps is not None and rps <= 0:
             raise KeyStoreError("rps must be positive")
         if tokens_per_minute is not None and tokens_per_minute <= 0:
@@ -241,6 +256,7 @@ class KeyStore:
                 admin=admin,
                 limits=Limits(rps, tokens_per_minute),
                 created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                write=write,
             )
         return f"{KEY_PREFIX}_{key_id}_{secret}"
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from rag.chunking import Chunk
 from rag.discovery import Entry, SourceFile, discover
-from rag.embedding import Embedder
+from rag.embedding import TextEmbedder
 from rag.errors import DocumentError
 from rag.indexes import IndexMeta, IndexSpec
 from rag.parse_pool import ParsePool
@@ -101,7 +101,7 @@ class FolderSync:
     def __init__(
         self,
         store: VectorStore,
-        embedder: Embedder,
+        embedder: TextEmbedder,
         spec: IndexSpec,
         sparse: SparseEncoder | None = None,
         *,
@@ -140,11 +140,17 @@ class FolderSync:
         )
 
     def run(
-        self, paths: Sequence[Path], *, delete: bool = True, progress: Progress | None = None
+        self,
+        paths: Sequence[Path],
+        *,
+        delete: bool = True,
+        progress: Progress | None = None,
+        within: Sequence[Path] | None = None,
     ) -> SyncReport:
+        """Sync ``paths``; with ``within``, files resolving outside those roots are skipped."""
         started = time.perf_counter()
         report = SyncReport()
-        found = discover(paths, self.limits.max_file_bytes)
+        found = discover(paths, self.limits.max_file_bytes, within)
         report.files_seen = len(found.files) + len(found.failed)
         report.failed.extend(found.failed)
         report.skipped_files.extend(found.skipped)

@@ -24,6 +24,7 @@ from api.auth import (
     MetricsAccessDep,
     install_access_errors,
     require_read,
+    require_write,
 )
 from ingest.keys_cli import main as keys_main
 from rag.keys import ANONYMOUS, KeyStore, KeyStoreError, Limits, Principal
@@ -242,6 +243,11 @@ def app_with(
     @app.post("/ask")
     async def ask(body: dict[str, str], principal: AdmittedDep) -> dict[str, str]:
         require_read(principal, body["index"])
+        return {"caller": principal.name}
+
+    @app.post("/sync")
+    async def sync(body: dict[str, str], principal: AdmittedDep) -> dict[str, str]:
+        require_write(principal, body["index"])
         return {"caller": principal.name}
 
     return TestClient(app)
