@@ -1,0 +1,183 @@
+"""OpenAI's chat-completions shape over ``Answerer``: a chat in, a completion or its chunks out.
+
+Each request is one question: the text of the last ``user`` message. Earlier turns and
+``system``/``developer`` messages are ignored, for retrieval and for the prompt alike: the
+answer comes from the passages under the service's own fixed system prompt (its prefix is
+cached by the engine, and a caller's system message cannot loosen its rules).
+
+A model is an index: ``rag:<index>``. Citations travel in the extension field ``citations``
+(the same objects as ``/ask``'s) of a completion and of the first chunk of a stream, as the
+``[n]`` marks the model writes into the content and, when asked for (``sources``), as a list of
+the cited passages at the end of the content, for chat UIs that show nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from rag.answer import Answer, AskEvent, AskOptions, Citation, CitationsEvent, DoneEvent
+from rag.errors import IndexNotFoundError
+from rag.indexes import IndexMeta, check_index_name
+from rag.store.base import VectorStore
+
+MODEL_PREFIX = "rag:"
+OWNER = "rag-service"
+
+
+class Turn(Protocol):
+    """One message of the chat, as far as answering needs it."""
+
+    @property
+    def role(self) -> str: ...
+
+    def text(self) -> str: ...
+
+
+def model_id(index: str) -> str:
+    return f"{MODEL_PREFIX}{index}"
+
+
+def index_of(model: str) -> str:
+    """The index a model names; IndexNotFoundError (404) for anything but ``rag:<index>``."""
+    name = model.removeprefix(MODEL_PREFIX)
+    try:
+        if name == model:
+            raise ValueError(model)
+        return check_index_name(name)
+    except ValueError:
+        raise IndexNotFoundError(
+            f"model {model!r} does not exist: models are 'rag:<index>' (GET /v1/models lists them)"
+        ) from None
+
+
+def model_card(meta: IndexMeta) -> dict[str, Any]:
+    """An entry of ``GET /v1/models``: created is when the index was."""
+    return {
+        "id": model_id(meta.name),
+        "object": "model",
+        "created": _unix(meta.created_at),
+        "owned_by": OWNER,
+    }
+
+
+def _unix(iso: str) -> int:
+    try:
+        return int(datetime.fromisoformat(iso).timestamp())
+    except ValueError:
+        return 0
+
+
+def question_of(turns: Sequence[Turn]) -> str:
+    """The last user message's text (the protocol guarantees there is one, with text)."""
+    for turn in reversed(turns):
+        if turn.role == "user":
+            return turn.text().strip()
+    raise ValueError("the chat has no user message")
+
+
+def chat_options(turns: Sequence[Turn], *, model: str, defaults: AskOptions) -> AskOptions:
+    """/ask's options for the chat: its last user message, asked of the index ``model`` names."""
+    return replace(defaults, question=question_of(turns), index=index_of(model))
+
+
+def model_cards(store: VectorStore, readable: Callable[[str], bool]) -> list[dict[str, Any]]:
+    """``GET /v1/models``: one model per index of the store that ``readable`` lets through."""
+    metas = (store.get_meta(name) for name in sorted(store.list_indexes()) if readable(name))
+    return [model_card(meta) for meta in metas if meta is not None]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One completion's objects: its id, creation time and model are on each of them.
+
+    ``include_usage``: a stream ends with OpenAI's usage chunk. ``sources``: the content ends
+    with a list of the passages its ``[n]`` marks cite, for clients that show only the content.
+    """
+
+    model: str
+    include_usage: bool = False
+    sources: bool = False
+    id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def _head(self, kind: str) -> dict[str, Any]:
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
+
+    def whole(self, answer: Answer) -> dict[str, Any]:
+        """The ``chat.completion`` object of a non-streamed answer."""
+        content = answer.answer + (sources_list(answer) if self.sources else "")
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": _finish(answer),
+            "logprobs": None,
+        }
+        return {
+            **self._head("chat.completion"),
+            "choices": [choice],
+            "usage": usage(answer),
+            "citations": _citations(answer.citations),
+        }
+
+    def chunks(self, event: AskEvent) -> list[dict[str, Any]]:
+        """The ``chat.completion.chunk`` objects one answer event becomes."""
+        if isinstance(event, CitationsEvent):
+            first = self._chunk({"role": "assistant", "content": ""})
+            return [{**first, "citations": _citations(event.citations)}]
+        if not isinstance(event, DoneEvent):
+            return [self._chunk({"content": event.text})]
+        listed = sources_list(event.answer) if self.sources else ""
+        last = [self._chunk({"content": listed})] if listed else []
+        last.append(self._chunk({}, _finish(event.answer)))
+        if self.include_usage:  # OpenAI's usage chunk: no choices, after the finish_reason
+            last.append({**self._head("chat.completion.chunk"), "choices": []})
+            last[-1]["usage"] = usage(event.answer)
+        return last
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        chunk = {**self._head("chat.completion.chunk"), "choices": [choice]}
+        if self.include_usage:
+            chunk["usage"] = None
+        return chunk
+
+
+_MARK = re.compile(r"\[(\d{1,3})\]")
+
+
+def sources_list(answer: Answer) -> str:
+    """``Sources:`` and a line per passage the answer's ``[n]`` marks cite; every passage of
+    the prompt when it has no mark (small models seldom write them); empty without passages."""
+    marks = {int(n) for n in _MARK.findall(answer.answer)}
+    cited = [c for c in answer.citations if c.n in marks] or answer.citations
+    return "\n\nSources:\n" + "\n".join(map(_source_line, cited)) if cited else ""
+
+
+def _source_line(citation: Citation) -> str:
+    where = citation.source + (f", page {citation.page}" if citation.page is not None else "")
+    heading = " > ".join(citation.heading)
+    return f"- [{citation.n}] {where}" + (f" ({heading})" if heading else "")
+
+
+def usage(answer: Answer) -> dict[str, int]:
+    u = answer.usage
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+    }
+
+
+def _finish(answer: Answer) -> str:
+    """The engine's reason; a canned answer (nothing to answer from) stopped on its own."""
+    return answer.finish_reason or "stop"
+
+
+def _citations(citations: Sequence[Citation]) -> list[dict[str, Any]]:
+    return [asdict(c) for c in citations]
