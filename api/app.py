@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -13,21 +14,29 @@ from fastapi import FastAPI
 from api.auth import Access
 from api.deps import Services
 from api.errors import install_error_handlers
+from api.ingest_routes import router as ingest_router
 from api.metrics import ServiceMetrics
 from api.middleware import BodyLimit, CountRequests
+from api.openai_routes import router as openai_router
 from api.openapi import install_contract
+from api.playground import router as playground_router
 from api.routes import router
+from rag.admission import AdmissionController
 from rag.answer import Answerer
+from rag.capacity import NOT_LEARNED, learn_capacity
 from rag.config import Settings
-from rag.embedding import Embedder, embedder_from
+from rag.embed_batcher import QueryBatcher
+from rag.embedding import TextEmbedder, embedder_from
 from rag.engine import EngineProcess, local_engine_config
 from rag.engine.supervisor import EngineSupervisor
 from rag.indexes import IndexSpec
+from rag.jobs import IndexSyncs, JobRunner
 from rag.keys import KeyStore, keys_path
 from rag.llm import EngineClient
 from rag.prompt import PromptBudget
 from rag.ratelimit import RateLimiter
 from rag.retrieval import Reranker, Retriever
+from rag.service_record import ServiceRecord, listen_url, remove_record, write_record
 from rag.sparse import SparseEncoder
 from rag.store import open_store
 from rag.tokens import EngineTokenCounter, LocalTokenCounter, TokenCounter
@@ -35,7 +44,7 @@ from rag.tokens import EngineTokenCounter, LocalTokenCounter, TokenCounter
 log = logging.getLogger("rag.api")
 
 
-def _embedder_for(settings: Settings, store_meta_model: str | None) -> Embedder:
+def _embedder_for(settings: Settings, store_meta_model: str | None) -> TextEmbedder:
     """The embedder the default index was built with (the index's record wins over settings)."""
     spec = IndexSpec.load(settings.index, settings.indexes_dir, settings.embed_model)
     return embedder_from(settings, store_meta_model or spec.embed_model)
@@ -49,15 +58,41 @@ def _reranker(settings: Settings) -> Reranker | None:
     return CrossEncoderReranker(settings.rerank_model)
 
 
+def _admission(settings: Settings, metrics: ServiceMetrics) -> AdmissionController:
+    """Admission control; its capacity is learned each time the engine becomes ready."""
+    controller = AdmissionController(
+        NOT_LEARNED,
+        queue_size=settings.admission_queue_size,
+        short_tokens=settings.admission_short_tokens,
+        aging_s=settings.admission_aging_s,
+        timeout_s=settings.request_timeout_s,
+        max_timeout_s=settings.max_request_timeout_s,
+        observe_wait=metrics.observe_admission_wait,
+        count_rejection=metrics.count_rejection,
+    )
+    metrics.track_admission(controller)
+    return controller
+
+
 def _supervisor(
-    engine: EngineClient, process: EngineProcess | None, settings: Settings, metrics: ServiceMetrics
+    engine: EngineClient,
+    process: EngineProcess | None,
+    settings: Settings,
+    metrics: ServiceMetrics,
+    admission: AdmissionController | None = None,
 ) -> EngineSupervisor:
+    async def on_ready() -> None:  # a restart may change the model and its cache
+        await engine.model_info(refresh=True)
+        if admission is not None:
+            kv, seqs = settings.engine_kv_tokens, settings.engine_max_seqs
+            admission.resize(await learn_capacity(engine, kv_tokens=kv, max_seqs=seqs))
+
     return EngineSupervisor(
         engine.health,
         process,
         start_timeout=settings.engine_start_timeout,
         on_restart=metrics.engine_restarts.inc,
-        on_ready=lambda: engine.model_info(refresh=True),
+        on_ready=on_ready,
     )
 
 
@@ -85,6 +120,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         embedder = await asyncio.to_thread(
             _embedder_for, settings, meta.embed_model if meta else None
         )
+        stack.callback(embedder.close)
         engine = EngineClient(
             url,
             model=settings.llm_model,
@@ -94,15 +130,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         stack.push_async_callback(engine.aclose)
         metrics = ServiceMetrics()
-        supervisor = _supervisor(engine, engine_process, settings, metrics)
+        admission = _admission(settings, metrics)
+        supervisor = _supervisor(engine, engine_process, settings, metrics, admission)
         if engine_process is None:
             await supervisor.probe_once()  # an external engine that is up serves at once
         supervisor.start()
         stack.push_async_callback(supervisor.aclose)  # stopped before the engine is
+        queries = QueryBatcher(embedder.encode, max_batch=settings.embed_batch_size)
+        stack.push_async_callback(asyncio.to_thread, queries.close)  # before the embedder
         retriever = Retriever(
             store,
             embedder,
             SparseEncoder(),
+            queries=queries,
             mode=settings.retrieval_mode,
             reranker=_reranker(settings),
             rerank_candidates=settings.rerank_candidates,
@@ -114,8 +154,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             else EngineTokenCounter(engine)
         )
         answerer = Answerer(
-            retriever, PromptBudget(engine, counter), engine, passage_order=settings.passage_order
+            retriever,
+            PromptBudget(engine, counter, max_model_len=settings.llm_max_model_len),
+            engine,
+            passage_order=settings.passage_order,
+            admission=admission,
         )
+        if settings.prompt_warm_passages:
+            warming = asyncio.create_task(
+                answerer.budget.warm(store, settings.index, settings.prompt_warm_passages)
+            )
+            stack.callback(warming.cancel)
         app.state.access = Access(
             KeyStore(keys_path(settings)),
             RateLimiter(settings.rate_limit_rps, settings.rate_limit_tokens_per_minute),
@@ -131,19 +180,45 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             supervisor=supervisor,
             engine_process=engine_process,
         )
+        # Ingestion jobs write through this process's store; stopped before it closes.
+        syncs = IndexSyncs(settings, store, embedder)
+        stack.callback(syncs.close)
+        jobs = JobRunner(store, syncs, max_file_bytes=int(settings.max_file_mb * 1_000_000))
+        stack.push_async_callback(asyncio.to_thread, jobs.close)
+        app.state.services.jobs = jobs
+        # rag-api on the embedded store: tell rag-ingest where this data dir is served (with a
+        # Qdrant server, rag-ingest's own store is not the one served: nothing to hand off).
+        if app.state.announce and settings.qdrant_url is None:
+            record: ServiceRecord = write_record(
+                settings.data_dir, listen_url(settings.api_host, settings.api_port)
+            )
+            stack.callback(remove_record, settings.data_dir, record)
+            app.state.services.record = record
+        # Everything built so far lives as long as the service: out of the collector's sight,
+        # a full collection (triggered by a long-context ask's thousands of passages) no longer
+        # walks the models' millions of objects while holding the event loop (~300 ms seen).
+        gc.freeze()
         yield
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, announce: bool = False) -> FastAPI:
+    """``announce``: record where the service listens in the data dir (rag-api does)."""
     app = FastAPI(
         title="rag-service",
         summary="Questions answered from your documents, with citations.",
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.announce = announce
     install_error_handlers(app)
     app.include_router(router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.include_router(openai_router)
+    app.include_router(ingest_router)
+    app.include_router(playground_router)  # `/`: the page only, no key needed
+    upload_bytes = int(settings.max_file_mb * 1_000_000) + 65536  # with the multipart framing
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_request_bytes, upload_max_bytes=upload_bytes
+    )
     app.add_middleware(CountRequests)  # outermost: counts the 413s of BodyLimit too
     install_contract(app)
     return app

@@ -12,7 +12,9 @@ from rag.answer import Answerer
 from rag.config import Settings
 from rag.engine import EngineProcess
 from rag.engine.supervisor import EngineSupervisor
+from rag.jobs import JobRunner
 from rag.llm import EngineClient
+from rag.service_record import ServiceRecord
 from rag.store.base import VectorStore
 
 
@@ -25,6 +27,8 @@ class Services:
     metrics: ServiceMetrics
     supervisor: EngineSupervisor
     engine_process: EngineProcess | None = None
+    jobs: JobRunner | None = None  # ingestion over HTTP (api/ingest_routes.py)
+    record: ServiceRecord | None = None  # <data_dir>/service.json, when rag-api announced itself
 
 
 def get_services(request: Request) -> Services:

@@ -41,6 +41,7 @@ def ask_options(body: AskRequest, services: Services) -> AskOptions:
         filter=flt,
         max_tokens=body.max_tokens or s.max_output_tokens,
         temperature=body.temperature,
+        timeout_s=body.timeout_s,
     )
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag.embedding import Backend
 
@@ -35,6 +36,12 @@ class Settings(BaseSettings):
     # on a 2-core AMX Xeon: openvino-bf16 ~2x torch's chunks/s, SciFact nDCG@10 within 0.001.
     # Exported backends build their model once under cache_dir; "torch" needs no export.
     embed_backend: Backend = "openvino-bf16"
+    # Embedding on a GPU: the device of the in-process embedder (auto: CUDA when torch sees a
+    # GPU, where it runs torch, else the CPU on embed_backend), or an OpenAI-compatible
+    # /v1/embeddings service (vLLM's pooling runner) that the api and ingest use instead.
+    embed_device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    embed_url: str | None = None
+    embed_api_key: str | None = None
 
     # Ingestion: what may be read, and the worker processes that parse and chunk.
     # Files larger than this are skipped after a stat, before any byte is read.
@@ -45,6 +52,10 @@ class Settings(BaseSettings):
     parse_timeout_s: float = Field(default=60.0, gt=0)
     # A worker whose resident memory passes this is killed; its file fails alone.
     worker_memory_mb: int = Field(default=1024, ge=128)
+    # Ingestion over HTTP (rag/jobs.py): folders a sync request may name, separated like PATH
+    # (":"); unset: none, so only uploads and callers holding the local service record's token
+    # or an admin key (any folder the service can read) may sync.
+    ingest_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     # Threads torch may use for embedding in this process (unset: torch's default, all cores).
     # On a CPU box that also runs the engine, 1 keeps the service off the engine's core.
     torch_threads: int | None = Field(default=None, ge=1)
@@ -59,6 +70,12 @@ class Settings(BaseSettings):
     # The served model's tokenizer (folder or hub id) to count prompts in-process; unset: the
     # engine's /tokenize (the managed engine's folder is used automatically).
     llm_tokenizer: str | None = None
+    # The context window prompts are fitted to (top_k "auto" fills it); unset: the engine's
+    # max_model_len. Set it to plan for a longer window than the engine reports (tests do).
+    llm_max_model_len: int | None = Field(default=None, ge=512)
+    # Passages of the default index counted at start-up, in the background, so that the first
+    # long-context asks are fitted from remembered counts too (0: counted when first retrieved).
+    prompt_warm_passages: int = Field(default=0, ge=0, le=1_000_000)
     llm_timeout: float = Field(default=120.0, gt=0)
     # Small models loop under greedy decoding; 1.1 stops that and leaves large models alone.
     llm_repetition_penalty: float = Field(default=1.1, ge=1.0, le=2.0)
@@ -98,6 +115,37 @@ class Settings(BaseSettings):
     # Defaults for keys without their own limits; 0 = unlimited. A key may burst max(1, rps).
     rate_limit_rps: float = Field(default=10.0, ge=0)
     rate_limit_tokens_per_minute: int = Field(default=1_000_000, ge=0)
+
+    # Admission control sized to the engine (rag/admission.py): an ask reserves its prompt plus
+    # max_tokens of the engine's KV cache; the rest wait in a bounded two-lane queue.
+    # The engine's KV-cache tokens; unset: vLLM's /metrics (num_gpu_blocks x block_size), else
+    # one window. Its max sequences at once; unset: not limited here (vLLM does not export it).
+    engine_kv_tokens: int | None = Field(default=None, ge=1)
+    engine_max_seqs: int | None = Field(default=None, ge=1)
+    # Seconds to an ask's first token, waiting included (503 with Retry-After when it cannot
+    # start in time), and the most a request's own timeout_s may ask for (long-context asks).
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    max_request_timeout_s: float = Field(default=300.0, gt=0, le=3600)
+    # Asks that may wait (more are refused at once); asks reserving at most this many tokens
+    # take the short lane; a long ask that waited this long goes next.
+    admission_queue_size: int = Field(default=64, ge=0)
+    admission_short_tokens: int = Field(default=4096, ge=1)
+    admission_aging_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("ingest_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [Path(p) for p in value.split(os.pathsep) if p.strip()]
+        return value
+
+    @field_validator("max_request_timeout_s")
+    @classmethod
+    def _max_timeout(cls, value: float, info: ValidationInfo) -> float:
+        default = info.data.get("request_timeout_s")
+        if default is not None and value < default:
+            raise ValueError(f"must be at least RAG_REQUEST_TIMEOUT_S ({default:g})")
+        return value
 
     @field_validator("index")
     @classmethod

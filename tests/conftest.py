@@ -64,6 +64,8 @@ def edge_store(tmp_path: Path) -> Iterator[VectorStore]:
 @pytest.fixture(scope="session")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
     """The real vLLM engine (CPU build, SmolLM2), started once for the whole session."""
+    if os.environ.get("RAG_TEST_ENGINE_URL"):
+        pytest.skip("stops or watches the session's own engine: unset RAG_TEST_ENGINE_URL")
     from rag.config import Settings
     from rag.engine import local_engine_config
     from tests.service import free_port

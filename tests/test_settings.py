@@ -260,6 +260,21 @@ def check_llm_tokenizer(world: World) -> None:
         assert type(counter).__name__ == "LocalTokenCounter"
 
 
+def check_llm_max_model_len(world: World) -> None:
+    with world.serve(RAG_LLM_MAX_MODEL_LEN="65536") as running:
+        budget = running.app.state.services.answerer.budget
+        assert running.call(budget.max_model_len()) == 65536
+
+
+def check_prompt_warm_passages(world: World) -> None:
+    with world.serve(RAG_PROMPT_WARM_PASSAGES="3") as running:
+        budget = running.app.state.services.answerer.budget
+        deadline = time.monotonic() + 60
+        while budget.counted < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert budget.counted == 3
+
+
 def check_engine_start_timeout(world: World) -> None:
     world.monkeypatch.setenv("RAG_ENGINE_START_TIMEOUT", "7")
     client = EngineClient(world.engine_url)
@@ -292,6 +307,43 @@ def check_embed_backend(world: World) -> None:
         assert embedder.backend == "onnx"
         assert (embedder.model_dir / "model.onnx").is_file()
         _answer(running, max_tokens=4)
+
+
+def check_embed_device(world: World) -> None:
+    import torch
+
+    from rag.embedding import embedder_from
+    from rag.errors import RagError
+
+    with world.serve(RAG_EMBED_DEVICE="cpu", RAG_EMBED_BACKEND="torch") as running:
+        embedder = running.app.state.services.answerer.retriever.embedder
+        assert embedder._model.device.type == "cpu"
+    world.monkeypatch.setenv("RAG_EMBED_DEVICE", "cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(RagError, match="no CUDA device"):
+            embedder_from(Settings(), "sentence-transformers/all-MiniLM-L6-v2")
+        return
+    with world.serve() as running:  # a GPU runs torch, whatever the CPU backend setting
+        embedder = running.app.state.services.answerer.retriever.embedder
+        assert (embedder._model.device.type, embedder.backend) == ("cuda", "torch")
+
+
+def check_embed_url(world: World) -> None:
+    """The service embeds through the URL: the chat engine there serves no MiniLM, and the
+    embedder says so (tests/test_http_embedder.py asks through a real embedding server)."""
+    from rag.embed_http import EmbedServiceError
+
+    with world.serve(RAG_EMBED_URL=world.engine_url) as running:
+        embedder = running.app.state.services.answerer.retriever.embedder
+        assert embedder.url == world.engine_url.rstrip("/") + "/v1"
+        with pytest.raises(EmbedServiceError, match="not 'sentence-transformers/all-MiniLM-L6-v2'"):
+            embedder.encode_query("What is the travel budget?")
+
+
+def check_embed_api_key(world: World) -> None:
+    with world.serve(RAG_EMBED_URL=world.engine_url, RAG_EMBED_API_KEY="k-embed") as running:
+        embedder = running.app.state.services.answerer.retriever.embedder
+        assert embedder._client.headers["authorization"] == "Bearer k-embed"
 
 
 def _keys_file(**limits: Any) -> tuple[Path, str]:
@@ -354,17 +406,95 @@ def check_rate_limit_tokens(world: World) -> None:
         assert "prompt" in over.json()["error"]["message"]
 
 
+def check_engine_kv_tokens(world: World) -> None:
+    """Admission sizes itself to the given cache: an ask larger than all of it is refused."""
+    with world.serve(RAG_ENGINE_KV_TOKENS="300") as running, running.client() as client:
+        too_large = client.post("/ask", json={"question": "What is the travel budget?"})
+        assert too_large.status_code == 413
+        assert "holds 300" in too_large.json()["error"]["message"]
+
+
+def check_engine_max_seqs(world: World) -> None:
+    with world.serve(RAG_ENGINE_MAX_SEQS="3") as running:
+        assert running.app.state.services.answerer.admission.capacity.max_seqs == 3
+
+
+def check_request_timeout(world: World) -> None:
+    """A default deadline too short for any first token: 503 overloaded, with Retry-After."""
+    with world.serve(RAG_REQUEST_TIMEOUT_S="0.001") as running, running.client() as client:
+        late = client.post("/ask", json={"question": "What is the travel budget?"})
+        assert late.status_code == 503
+        assert late.json()["error"]["type"] == "overloaded"
+        assert int(late.headers["retry-after"]) >= 1
+
+
+def check_max_request_timeout(world: World) -> None:
+    with world.serve(RAG_MAX_REQUEST_TIMEOUT_S="45") as running, running.client() as client:
+        body = {"question": "What is the travel budget?", "max_tokens": 4}
+        assert client.post("/ask", json={**body, "timeout_s": 45}).status_code == 200
+        over = client.post("/ask", json={**body, "timeout_s": 46})
+        assert over.status_code == 422
+        assert "at most 45" in over.json()["error"]["message"]
+
+
+def _admission_check(env: str, value: str, attribute: str) -> Callable[[World], None]:
+    def check(world: World) -> None:
+        with world.serve(**{env: value}) as running:
+            admission = running.app.state.services.answerer.admission
+            assert getattr(admission, attribute) == type(getattr(admission, attribute))(value)
+
+    return check
+
+
+def check_ingest_roots(world: World) -> None:
+    roots, outside = Path.cwd() / "roots", Path.cwd() / "outside"
+    for folder in (roots / "team", outside):
+        folder.mkdir(parents=True)
+        (folder / "note.md").write_text("# Note\n\nThe Ferncliff quay opens at dawn.\n")
+    env = f"/nonexistent{os.pathsep}{roots}"
+    path, key = _keys_file(write=True)  # writing always needs a key with write rights
+    with (
+        world.serve(RAG_INGEST_ROOTS=env, RAG_KEYS_FILE=str(path)) as running,
+        running.client() as client,
+    ):
+        client.headers["Authorization"] = f"Bearer {key}"
+        url = "/v1/indexes/roots-check/sync"
+        refused = client.post(url, json={"folders": [str(outside)]})
+        assert refused.status_code == 403, refused.text
+        accepted = client.post(url, json={"folders": [str(roots / "team")]})
+        assert accepted.status_code == 202, accepted.text
+        deadline = time.monotonic() + 300
+        while (job := client.get(accepted.headers["location"]).json())["state"] != "succeeded":
+            assert job["state"] in ("queued", "running"), job
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert job["report"]["added"] == 1
+
+
 CHECKS: dict[str, Callable[[World], None]] = {
     "RAG_MAX_FILE_MB": _ingest_check(ingest_checks.check_max_file_mb),
     "RAG_INGEST_WORKERS": _ingest_check(ingest_checks.check_ingest_workers),
     "RAG_PARSE_TIMEOUT_S": _ingest_check(ingest_checks.check_parse_timeout),
     "RAG_WORKER_MEMORY_MB": _ingest_check(ingest_checks.check_worker_memory),
+    "RAG_INGEST_ROOTS": check_ingest_roots,
     "RAG_EMBED_BACKEND": check_embed_backend,
+    "RAG_EMBED_DEVICE": check_embed_device,
+    "RAG_EMBED_URL": check_embed_url,
+    "RAG_EMBED_API_KEY": check_embed_api_key,
     "RAG_AUTH": check_auth,
     "RAG_KEYS_FILE": check_keys_file,
     "RAG_METRICS_PUBLIC": check_metrics_public,
     "RAG_RATE_LIMIT_RPS": check_rate_limit_rps,
     "RAG_RATE_LIMIT_TOKENS_PER_MINUTE": check_rate_limit_tokens,
+    "RAG_ENGINE_KV_TOKENS": check_engine_kv_tokens,
+    "RAG_ENGINE_MAX_SEQS": check_engine_max_seqs,
+    "RAG_REQUEST_TIMEOUT_S": check_request_timeout,
+    "RAG_MAX_REQUEST_TIMEOUT_S": check_max_request_timeout,
+    "RAG_ADMISSION_QUEUE_SIZE": _admission_check("RAG_ADMISSION_QUEUE_SIZE", "7", "queue_size"),
+    "RAG_ADMISSION_SHORT_TOKENS": _admission_check(
+        "RAG_ADMISSION_SHORT_TOKENS", "999", "short_tokens"
+    ),
+    "RAG_ADMISSION_AGING_S": _admission_check("RAG_ADMISSION_AGING_S", "2.5", "aging_s"),
     "RAG_DATA_DIR": check_data_dir,
     "RAG_CACHE_DIR": check_cache_dir,
     "RAG_INDEXES_DIR": check_indexes_dir,
@@ -380,6 +510,8 @@ CHECKS: dict[str, Callable[[World], None]] = {
     "RAG_LLM_TIMEOUT": check_llm_timeout,
     "RAG_LLM_REPETITION_PENALTY": check_repetition_penalty,
     "RAG_LLM_TOKENIZER": check_llm_tokenizer,
+    "RAG_LLM_MAX_MODEL_LEN": check_llm_max_model_len,
+    "RAG_PROMPT_WARM_PASSAGES": check_prompt_warm_passages,
     "RAG_ENGINE_MODEL": _managed_engine_check(
         "RAG_ENGINE_MODEL", "/models/other", lambda c: c.model == "/models/other"
     ),
