@@ -236,6 +236,7 @@ def main() -> None:
                 rate_limit_rps=0,
                 rate_limit_tokens_per_minute=0,
                 prompt_warm_passages=50_000,  # as the compose stack runs it
+                request_timeout_s=120,  # measures the engine's pace, not admission's deadline
             )
             service = stack.enter_context(Service(settings, 8794))
         loop = asyncio.new_event_loop()

@@ -44,7 +44,6 @@ def test_every_service_the_api_needs_is_defined_with_a_healthcheck(
     assert services["api"]["depends_on"] == {
         "qdrant": {"condition": "service_healthy"},
         "vllm": {"condition": "service_healthy"},
-        "embed": {"condition": "service_healthy"},
     }
 
 
