@@ -65,6 +65,7 @@ def _admission(settings: Settings, metrics: ServiceMetrics) -> AdmissionControll
         queue_size=settings.admission_queue_size,
         short_tokens=settings.admission_short_tokens,
         aging_s=settings.admission_aging_s,
+        long_share=settings.admission_long_share,
         timeout_s=settings.request_timeout_s,
         max_timeout_s=settings.max_request_timeout_s,
         observe_wait=metrics.observe_admission_wait,
@@ -147,6 +148,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             reranker=_reranker(settings),
             rerank_candidates=settings.rerank_candidates,
             fusion=settings.hybrid_fusion,
+            query_cache_size=settings.query_cache_size,
         )
         counter: TokenCounter = (
             await asyncio.to_thread(LocalTokenCounter, tokenizer)

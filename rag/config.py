@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     passage_order: Literal["canonical", "score"] = "canonical"
     rerank_model: str | None = None
     rerank_candidates: int = Field(default=30, ge=1, le=1000)
+    # Vectors of the latest questions kept, so a repeated question is not embedded again
+    # (0: none kept; every ask embeds its question).
+    query_cache_size: int = Field(default=4096, ge=0, le=1_000_000)
 
     # Access: API keys (rag/keys.py) and per-key rate limits (rag/ratelimit.py).
     # auto: keys are required once the key file holds one; required: always (no key file, no
@@ -131,6 +134,9 @@ class Settings(BaseSettings):
     admission_queue_size: int = Field(default=64, ge=0)
     admission_short_tokens: int = Field(default=4096, ge=1)
     admission_aging_s: float = Field(default=10.0, gt=0)
+    # Long asks together hold at most this share of the engine's KV cache (one alone may hold
+    # more), so short asks always find room beside long-context ones.
+    admission_long_share: float = Field(default=0.5, gt=0, le=1)
 
     @field_validator("ingest_roots", mode="before")
     @classmethod

@@ -81,6 +81,8 @@ class _VectorCache:
             return vector
 
     def put(self, question: str, vector: Vectors) -> None:
+        if self.size == 0:
+            return
         with self._lock:
             self._vectors[question] = vector
             self._vectors.move_to_end(question)
@@ -116,6 +118,7 @@ class Retriever:
         reranker: Reranker | None = None,
         rerank_candidates: int = 30,
         fusion: Fusion = "dbsf",
+        query_cache_size: int = 4096,
     ) -> None:
         self.fusion: Fusion = fusion
         self.store = store
@@ -126,7 +129,8 @@ class Retriever:
         self.rerank_candidates = rerank_candidates
         # ``queries`` (a QueryBatcher in the service) embeds concurrent questions together.
         self.queries: QueryEncoder = queries or embedder
-        self._vectors = _VectorCache(4096)
+        self.query_cache_size = query_cache_size  # 0: none kept
+        self._vectors = _VectorCache(query_cache_size)
 
     def forget_queries(self) -> None:
         """Drop the cached query vectors (benchmarks measure cold embeddings)."""

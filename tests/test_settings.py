@@ -155,6 +155,14 @@ def _retriever_check(env: str, value: str, attribute: str) -> Callable[[World], 
     return check
 
 
+def check_query_cache_size(world: World) -> None:
+    """With no vectors kept, a repeated question is embedded again (a kept one takes ~0 ms)."""
+    with world.serve(RAG_QUERY_CACHE_SIZE="0") as running:
+        timings = [_answer(running, max_tokens=4)["timings"] for _ in range(2)]
+        assert running.app.state.services.answerer.retriever.query_cache_size == 0
+    assert timings[1]["embed_ms"] > 0.5, timings
+
+
 def check_embed_batch_size(world: World) -> None:
     with world.serve(RAG_EMBED_BATCH_SIZE="3") as running:
         assert running.app.state.services.answerer.retriever.embedder.batch_size == 3
@@ -495,12 +503,14 @@ CHECKS: dict[str, Callable[[World], None]] = {
         "RAG_ADMISSION_SHORT_TOKENS", "999", "short_tokens"
     ),
     "RAG_ADMISSION_AGING_S": _admission_check("RAG_ADMISSION_AGING_S", "2.5", "aging_s"),
+    "RAG_ADMISSION_LONG_SHARE": _admission_check("RAG_ADMISSION_LONG_SHARE", "0.25", "long_share"),
     "RAG_DATA_DIR": check_data_dir,
     "RAG_CACHE_DIR": check_cache_dir,
     "RAG_INDEXES_DIR": check_indexes_dir,
     "RAG_INDEX": check_index,
     "RAG_EMBED_MODEL": check_embed_model,
     "RAG_EMBED_BATCH_SIZE": check_embed_batch_size,
+    "RAG_QUERY_CACHE_SIZE": check_query_cache_size,
     "RAG_TORCH_THREADS": check_torch_threads,
     "RAG_QDRANT_URL": check_qdrant,
     "RAG_QDRANT_API_KEY": check_qdrant,
