@@ -92,6 +92,10 @@ def summarise(outcomes: list[Outcome], planned: int) -> dict[str, Any]:
         "failures": dict(failures.most_common()),
         "non_200": dict(non_200.most_common()),
         "rejected_by_admission": sum((o.status, o.error) == OVERLOADED for o in outcomes),
+        "rejected_within_1s": sum(
+            (o.status, o.error) == OVERLOADED and o.total_s is not None and o.total_s <= 1.0
+            for o in outcomes
+        ),
         "rejection_s": spread(
             [o.total_s for o in outcomes if (o.status, o.error) == OVERLOADED and o.total_s]
         ),
@@ -131,8 +135,9 @@ def render(summary: dict[str, Any]) -> str:
         f", answered in p50 {took['p50']:.2f} / p95 {took['p95']:.2f} s" if took["p50"] else ""
     )
     lines.append(
-        f"rejected by admission: {summary['rejected_by_admission']} at once "
-        f"(503 overloaded{answered}), {summary['overloaded_in_band']} in band after admission"
+        f"rejected by admission: {summary['rejected_by_admission']} before admission "
+        f"(503 overloaded{answered}; {summary['rejected_within_1s']} within 1 s), "
+        f"{summary['overloaded_in_band']} in band after admission"
     )
     admission = summary.get("admission_metric")
     if admission is not None:

@@ -3,15 +3,19 @@
 An ask reserves its prompt tokens plus its max output tokens (what the engine may have to hold
 for it) for as long as the engine works on it. It starts at once while the reservations fit the
 engine's capacity (rag/capacity.py) and fewer than its max sequences run; otherwise it waits in
-a bounded queue with two lanes: asks reserving at most ``short_tokens`` go before longer ones,
-and a long ask that has waited ``aging_s`` goes next, so a stream of short asks cannot starve
-it. Each ask has a deadline to its first token. It is refused at once with ``OverloadedError``
-(HTTP 503 with Retry-After) when the queue is full, or when its estimated start (the
-reservations ahead of it, drained at the observed pace) is past the deadline; one whose deadline
-passes while it waits is refused then. An admitted ask whose first token misses the deadline
-(the engine is slower than its capacity promised, e.g. another client shares it) is aborted at
-the engine and refused the same way (in band when an event stream has begun): no one waits
-minutes for a 504. An ask larger than the whole capacity can never start: ``AskTooLargeError``.
+a bounded queue with two lanes: asks reserving at most ``short_tokens`` go before longer ones.
+Long asks together hold at most ``long_share`` of the capacity (one alone may hold more), so a
+few long-context asks never take the whole cache and short asks always find room beside them. A
+long ask that has waited ``aging_s`` goes next, so a stream of short asks cannot starve it: once
+it is kept out only by the room short asks hold, new short asks wait for it; kept out by other
+long asks, it holds up no short ask. Each ask has a deadline to its first token. It is refused
+at once with ``OverloadedError`` (HTTP 503 with Retry-After) when the queue is full, or when its
+estimated start (the reservations ahead of it, drained at the observed pace) is past the
+deadline; one whose deadline passes while it waits is refused then. An admitted ask whose first
+token misses the deadline (the engine is slower than its capacity promised, e.g. another client
+shares it) is aborted at the engine and refused the same way (in band when an event stream has
+begun): no one waits minutes for a 504. An ask larger than the whole capacity can never start:
+``AskTooLargeError``.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ class AdmissionController:
         queue_size: int = 64,
         short_tokens: int = 4096,
         aging_s: float = 10.0,
+        long_share: float = 0.5,
         timeout_s: float = 30.0,
         max_timeout_s: float = 300.0,
         observe_wait: Callable[[Lane, float], None] | None = None,
@@ -89,6 +94,7 @@ class AdmissionController:
         self.queue_size = queue_size
         self.short_tokens = short_tokens
         self.aging_s = aging_s
+        self.long_share = long_share
         self.timeout_s = timeout_s
         self.max_timeout_s = max_timeout_s
         self._observe_wait = observe_wait
@@ -96,6 +102,8 @@ class AdmissionController:
         self._lanes: dict[Lane, deque[_Waiter]] = {lane: deque() for lane in LANES}
         self.inflight_requests = 0
         self.inflight_tokens = 0
+        # Per lane: asks in flight and the tokens they hold.
+        self._lane_inflight: dict[Lane, list[int]] = {lane: [0, 0] for lane in LANES}
         self.mean_hold_s: float | None = None  # None until an ask has finished
 
     def resize(self, capacity: EngineCapacity) -> None:
@@ -141,7 +149,7 @@ class AdmissionController:
         try:
             yield Ticket(tokens, waiter.lane, waited)
         finally:
-            self._release(tokens, loop.time() - waiter.since - waited)
+            self._release(waiter, loop.time() - waiter.since - waited)
 
     async def _admit(self, waiter: _Waiter, deadline: float) -> None:
         lane = self._lanes[waiter.lane]
@@ -159,11 +167,11 @@ class AdmissionController:
                 await asyncio.shield(waiter.granted)
         except TimeoutError:
             if waiter.granted.done():  # granted as the deadline passed: too late all the same
-                self._release(waiter.tokens, 0.0)
+                self._release(waiter, 0.0)
             self._refuse(waiter, "deadline", "its deadline passed while it waited")
         except BaseException:  # cancelled (the client went away): give the place back
             if waiter.granted.done():
-                self._release(waiter.tokens, 0.0)
+                self._release(waiter, 0.0)
             else:
                 self._withdraw(waiter)
             raise
@@ -192,34 +200,55 @@ class AdmissionController:
         aged = [w for w in long if waiter.since - w.since >= self.aging_s]
         return [*aged, *short[:place]]
 
-    def _next(self) -> _Waiter | None:
-        short, long = self._lanes["short"], self._lanes["long"]
+    def _aged_long(self) -> _Waiter | None:
+        long = self._lanes["long"]
         if long and asyncio.get_running_loop().time() - long[0].since >= self.aging_s:
             return long[0]
-        return short[0] if short else (long[0] if long else None)
+        return None
 
-    def _fits(self, tokens: int) -> bool:
+    def _next(self) -> _Waiter | None:
+        """The ask to start next if it fits: an aged long ask, else the first short one (unless
+        an aged long ask is kept out only by the room short asks hold), else the first long one
+        while no short ask waits."""
+        short, long = self._lanes["short"], self._lanes["long"]
+        aged = self._aged_long()
+        if aged is not None and self._within_long_share(aged):  # else other long asks keep it out
+            return aged
+        if short:
+            return short[0]
+        return long[0] if long else None
+
+    def _within_long_share(self, waiter: _Waiter) -> bool:
+        asks, tokens = self._lane_inflight["long"]
+        return asks == 0 or tokens + waiter.tokens <= self.long_share * self.capacity.kv_tokens
+
+    def _fits(self, waiter: _Waiter) -> bool:
         if self.inflight_requests == 0:
             return True  # alone it always starts (a capacity that shrank after it queued)
         cap = self.capacity
         seqs_free = cap.max_seqs is None or self.inflight_requests < cap.max_seqs
-        return seqs_free and self.inflight_tokens + tokens <= cap.kv_tokens
+        room = seqs_free and self.inflight_tokens + waiter.tokens <= cap.kv_tokens
+        return room and (waiter.lane == "short" or self._within_long_share(waiter))
 
     def _dispatch(self) -> None:
         """Start waiting asks in turn while the next one fits (none overtakes a blocked one)."""
-        while (waiter := self._next()) is not None and self._fits(waiter.tokens):
+        while (waiter := self._next()) is not None and self._fits(waiter):
             self._lanes[waiter.lane].remove(waiter)
             self.inflight_requests += 1
             self.inflight_tokens += waiter.tokens
+            self._lane_inflight[waiter.lane][0] += 1
+            self._lane_inflight[waiter.lane][1] += waiter.tokens
             waiter.granted.set_result(None)
 
     def _withdraw(self, waiter: _Waiter) -> None:
         self._lanes[waiter.lane].remove(waiter)
         self._dispatch()  # it may have blocked the ones behind it
 
-    def _release(self, tokens: int, held_s: float) -> None:
+    def _release(self, waiter: _Waiter, held_s: float) -> None:
         self.inflight_requests -= 1
-        self.inflight_tokens -= tokens
+        self.inflight_tokens -= waiter.tokens
+        self._lane_inflight[waiter.lane][0] -= 1
+        self._lane_inflight[waiter.lane][1] -= waiter.tokens
         if held_s > 0:
             last = self.mean_hold_s
             self.mean_hold_s = held_s if last is None else last + HOLD_SMOOTHING * (held_s - last)

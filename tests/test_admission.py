@@ -62,7 +62,7 @@ async def settle() -> None:
 
 def test_asks_that_fit_start_at_once_and_give_their_tokens_back_when_done() -> None:
     async def main() -> None:
-        c = controller(kv_tokens=1000)
+        c = controller(kv_tokens=1000, short_tokens=600)
         async with c.hold(400, c.deadline(None)) as a, c.hold(600, c.deadline(None)) as b:
             assert max(a.waited_s, b.waited_s) < 0.05
             assert (c.inflight_requests, c.inflight_tokens) == (2, 1000)
@@ -112,6 +112,87 @@ def test_a_long_ask_that_waited_past_the_aging_bound_goes_before_short_ones() ->
         return started
 
     assert run(main) == ["holder", "long", "short-1", "short-2"]
+
+
+def test_long_asks_together_hold_at_most_their_share_so_short_asks_find_room() -> None:
+    async def main() -> tuple[list[str], tuple[int, int]]:
+        c = controller(kv_tokens=1000, long_share=0.5)
+        started: list[str] = []
+        done = asyncio.Event()
+        tasks = []
+        for name, tokens in (("long-1", 300), ("long-2", 300), ("short", 200)):
+            tasks.append(asyncio.create_task(ask(c, name, tokens, started, done)))
+            await settle()
+        depth = (c.queue_depth("short"), c.queue_depth("long"))
+        done.set()
+        await asyncio.gather(*tasks)
+        return started, depth
+
+    started, depth = run(main)
+    # 600 tokens would fit the cache, but not the long lane's 500: long-2 waits, the short starts.
+    assert started[:2] == ["long-1", "short"]
+    assert depth == (0, 1)
+
+
+def test_one_long_ask_alone_may_hold_more_than_the_share() -> None:
+    async def main() -> list[str]:
+        c = controller(kv_tokens=1000, long_share=0.5)
+        started: list[str] = []
+        done = asyncio.Event()
+        tasks = [asyncio.create_task(ask(c, "big", 800, started, done))]
+        await settle()
+        tasks.append(asyncio.create_task(ask(c, "short", 150, started, done)))
+        await settle()
+        done.set()
+        await asyncio.gather(*tasks)
+        return started
+
+    assert run(main) == ["big", "short"]
+
+
+def test_an_aged_long_ask_kept_out_by_other_long_ones_holds_up_no_short_ask() -> None:
+    async def main() -> list[str]:
+        c = controller(kv_tokens=1000, long_share=0.5, aging_s=0.1)
+        started: list[str] = []
+        first_done, done = asyncio.Event(), asyncio.Event()
+        first = asyncio.create_task(ask(c, "long-1", 400, started, first_done))
+        await settle()
+        second = asyncio.create_task(ask(c, "long-2", 400, started, done))
+        await asyncio.sleep(0.2)  # long-2 has aged, kept out by long-1's share
+        shorts = [asyncio.create_task(ask(c, f"short-{k}", 100, started, done)) for k in (1, 2)]
+        await settle()
+        first_done.set()
+        await first
+        await settle()
+        done.set()
+        await asyncio.gather(second, *shorts)
+        return started
+
+    assert run(main) == ["long-1", "short-1", "short-2", "long-2"]
+
+
+def test_an_aged_long_ask_kept_out_by_short_ones_makes_new_short_asks_wait() -> None:
+    async def main() -> list[str]:
+        c = controller(kv_tokens=1000, long_share=0.5, aging_s=0.1)
+        started: list[str] = []
+        early_done, done = asyncio.Event(), asyncio.Event()
+        early = [
+            asyncio.create_task(ask(c, f"early-{k}", 200, started, early_done)) for k in range(4)
+        ]
+        await settle()
+        long = asyncio.create_task(ask(c, "long", 400, started, done))
+        await asyncio.sleep(0.2)  # aged; only the 800 tokens the short asks hold keep it out
+        late = asyncio.create_task(ask(c, "late-short", 100, started, done))
+        await settle()
+        assert "late-short" not in started  # it would fit (900 of 1000), but the long ask is next
+        early_done.set()
+        await asyncio.gather(*early)
+        await settle()
+        done.set()
+        await asyncio.gather(long, late)
+        return started
+
+    assert run(main)[4:] == ["long", "late-short"]
 
 
 def test_a_full_queue_refuses_at_once_with_a_retry_after() -> None:

@@ -64,6 +64,9 @@ def test_vllm_serves_qwen_with_prefix_caching_chunked_prefill_and_a_256k_window(
     assert env_default(args[args.index("--model") + 1]) == "Qwen/Qwen3-4B-Instruct-2507"
     assert env_default(args[args.index("--max-model-len") + 1]) == "262144"
     assert float(env_default(args[args.index("--gpu-memory-utilization") + 1])) <= 0.95
+    # Long prefills leave part of every step to short asks (chunks of at most half a step).
+    threshold = int(env_default(args[args.index("--long-prefill-token-threshold") + 1]))
+    assert 0 < threshold <= 4096
     devices = vllm["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
     assert "HF_TOKEN" in vllm["environment"]

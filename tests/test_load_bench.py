@@ -155,7 +155,9 @@ def test_summary_counts_successes_per_class_and_every_failure_by_what_went_wrong
     table = render(summary)
     assert "| short | 4 | 2 | 50.0% | 2.00 / 2.00 / 2.90 | 3.00 / 3.00 / 3.90 |" in table
     assert "non-200 by status: 503 overloaded: 1, 429 rate_limited: 1" in table
-    assert "1 at once (503 overloaded, answered in p50 0.05 / p95 0.05 s)" in table
+    assert summary["rejected_within_1s"] == 1
+    refused = "1 before admission (503 overloaded, answered in p50 0.05 / p95 0.05 s; 1 within 1 s)"
+    assert refused in table
 
 
 def stream(body: str) -> httpx.Response:
