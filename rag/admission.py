@@ -82,7 +82,7 @@ class AdmissionController:
         capacity: EngineCapacity,
         *,
         queue_size: int = 64,
-        short_tokens: int = 4096,
+        short_tokens: int = 32768,
         aging_s: float = 10.0,
         long_share: float = 0.5,
         timeout_s: float = 30.0,

@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     # Asks that may wait (more are refused at once); asks reserving at most this many tokens
     # take the short lane; a long ask that waited this long goes next.
     admission_queue_size: int = Field(default=64, ge=0)
-    admission_short_tokens: int = Field(default=4096, ge=1)
+    admission_short_tokens: int = Field(default=32768, ge=1)
     admission_aging_s: float = Field(default=10.0, gt=0)
     # Long asks together hold at most this share of the engine's KV cache (one alone may hold
     # more), so short asks always find room beside long-context ones.
