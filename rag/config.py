@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     engine_start_timeout: float = Field(default=900.0, gt=0)
     engine_kv_cache_gib: int = Field(default=2, ge=1)
     engine_gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+    # GPU engine: most tokens of one long prompt's prefill per engine step, so short asks get
+    # their first token while a long prompt is prefilled (0: vLLM's default, no cap).
+    engine_long_prefill_tokens: int = Field(default=4096, ge=0)
     # More arguments for the managed engine's command line, split like a shell would
     # (e.g. "--load-format dummy --enforce-eager"); they come last, so they win.
     engine_extra_args: str = ""

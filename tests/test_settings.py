@@ -304,6 +304,19 @@ def check_gpu_memory_utilization(world: World) -> None:
     assert command[command.index("--gpu-memory-utilization") + 1] == "0.5"
 
 
+def check_long_prefill_tokens(world: World) -> None:
+    """On a machine with GPU vLLM; 0 leaves vLLM's default (no cap)."""
+    python = world.base / "gpu-python"
+    python.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")  # stands in for the probe
+    python.chmod(0o755)
+    world.monkeypatch.setenv("RAG_ENGINE_PYTHON", str(python))
+    world.monkeypatch.setenv("RAG_ENGINE_LONG_PREFILL_TOKENS", "2048")
+    command = local_engine_config(Settings()).command()
+    assert command[command.index("--long-prefill-token-threshold") + 1] == "2048"
+    world.monkeypatch.setenv("RAG_ENGINE_LONG_PREFILL_TOKENS", "0")
+    assert "--long-prefill-token-threshold" not in local_engine_config(Settings()).command()
+
+
 def _ingest_check(check: Callable[[Path], None]) -> Callable[[World], None]:
     """An ingest setting: rag-ingest runs with it (the world's fixture works in tmp_path)."""
     return lambda world: check(Path.cwd())
@@ -544,6 +557,7 @@ CHECKS: dict[str, Callable[[World], None]] = {
         "RAG_ENGINE_KV_CACHE_GIB", "3", lambda c: c.env["VLLM_CPU_KVCACHE_SPACE"] == "3"
     ),
     "RAG_ENGINE_GPU_MEMORY_UTILIZATION": check_gpu_memory_utilization,
+    "RAG_ENGINE_LONG_PREFILL_TOKENS": check_long_prefill_tokens,
     "RAG_API_HOST": check_rag_api_process,
     "RAG_API_PORT": check_rag_api_process,
     "RAG_MAX_REQUEST_BYTES": check_max_request_bytes,

@@ -59,6 +59,8 @@ def local_engine_config(settings: Settings) -> EngineConfig:
         model, name = GPU_MODEL, GPU_MODEL
         max_len = settings.engine_max_model_len or GPU_MAX_MODEL_LEN
         extra = ("--gpu-memory-utilization", str(settings.engine_gpu_memory_utilization))
+        if 0 < settings.engine_long_prefill_tokens < max_len:
+            extra += ("--long-prefill-token-threshold", str(settings.engine_long_prefill_tokens))
     else:
         model, name = str(prepare_cpu_model(settings, python)), CPU_MODEL_NAME
         max_len = settings.engine_max_model_len or CPU_MAX_MODEL_LEN
