@@ -10,7 +10,7 @@ long ask that has waited ``aging_s`` goes next, so a stream of short asks cannot
 it is kept out only by the room short asks hold, new short asks wait for it; kept out by other
 long asks, it holds up no short ask. Each ask has a deadline to its first token. It is refused
 at once with ``OverloadedError`` (HTTP 503 with Retry-After) when the queue is full, or when its
-estimated start (the reservations ahead of it, drained at the observed pace) is past the
+estimated start (the asks in flight ending at the mean hold time of their lane) is past the
 deadline; one whose deadline passes while it waits is refused then. An admitted ask whose first
 token misses the deadline (the engine is slower than its capacity promised, e.g. another client
 shares it) is aborted at the engine and refused the same way (in band when an event stream has
@@ -74,6 +74,7 @@ class _Waiter:
     lane: Lane
     since: float
     granted: asyncio.Future[None] = field(repr=False)
+    started: float = 0.0  # event-loop time it was admitted
 
 
 class AdmissionController:
@@ -105,6 +106,8 @@ class AdmissionController:
         # Per lane: asks in flight and the tokens they hold.
         self._lane_inflight: dict[Lane, list[int]] = {lane: [0, 0] for lane in LANES}
         self.mean_hold_s: float | None = None  # None until an ask has finished
+        self._lane_hold: dict[Lane, float | None] = dict.fromkeys(LANES)  # the same, per lane
+        self._running: set[_Waiter] = set()
 
     def resize(self, capacity: EngineCapacity) -> None:
         """A new capacity (the engine restarted); waiting asks that now fit start."""
@@ -177,19 +180,46 @@ class AdmissionController:
             raise
 
     def estimated_wait_s(self, waiter: _Waiter) -> float | None:
-        """Seconds until ``waiter`` may start, from the reservations ahead of it and the mean
-        time an ask holds its reservation; None before any ask has finished."""
-        ahead = self._ahead_of(waiter)
+        """Seconds until ``waiter`` may start: the asks in flight end, in turn, at their start
+        plus the mean time an ask of their lane holds its reservation, until the room they free
+        holds ``waiter`` and every ask ahead of it; None before any ask has finished."""
+        ahead = [*self._ahead_of(waiter), waiter]
         cap = self.capacity
-        excess_tokens = self.inflight_tokens + sum(w.tokens for w in ahead) + waiter.tokens
-        waits = [(excess_tokens - cap.kv_tokens) / cap.kv_tokens]
-        if cap.max_seqs is not None:
-            waits.append((self.inflight_requests + len(ahead) + 1 - cap.max_seqs) / cap.max_seqs)
-        if max(waits) <= 0:
+        need = sum(w.tokens for w in ahead)
+        free = cap.kv_tokens - self.inflight_tokens
+        seqs = math.inf if cap.max_seqs is None else cap.max_seqs - self.inflight_requests
+        long_asks, long_tokens = self._lane_inflight["long"]
+        long_need = sum(w.tokens for w in ahead if w.lane == "long")
+        long_free = self.long_share * cap.kv_tokens - long_tokens
+
+        def fits() -> bool:
+            room = need <= free and len(ahead) <= seqs
+            return room and (long_need == 0 or long_asks == 0 or long_need <= long_free)
+
+        if fits():
             return 0.0
+        now = asyncio.get_running_loop().time()
+        ends = []
+        for running in self._running:
+            hold = self._lane_hold[running.lane] or self.mean_hold_s
+            if hold is None:
+                return None
+            ends.append((max(running.started + hold, now), running))
+        ends.sort(key=lambda end: end[0])
+        last = now
+        for last, running in ends:
+            free, seqs = free + running.tokens, seqs + 1
+            if running.lane == "long":
+                long_asks, long_free = long_asks - 1, long_free + running.tokens
+            if fits():
+                return last - now
         if self.mean_hold_s is None:
             return None
-        return max(waits) * self.mean_hold_s
+        # More ahead than the engine holds at once: further rounds at the mean pace.
+        rounds = max((need - free) / cap.kv_tokens, 0.0)
+        if cap.max_seqs is not None:
+            rounds = max(rounds, (len(ahead) - seqs) / cap.max_seqs)
+        return last - now + rounds * self.mean_hold_s
 
     def _ahead_of(self, waiter: _Waiter) -> list[_Waiter]:
         short, long = list(self._lanes["short"]), list(self._lanes["long"])
@@ -238,6 +268,8 @@ class AdmissionController:
             self.inflight_tokens += waiter.tokens
             self._lane_inflight[waiter.lane][0] += 1
             self._lane_inflight[waiter.lane][1] += waiter.tokens
+            waiter.started = asyncio.get_running_loop().time()
+            self._running.add(waiter)
             waiter.granted.set_result(None)
 
     def _withdraw(self, waiter: _Waiter) -> None:
@@ -249,9 +281,10 @@ class AdmissionController:
         self.inflight_tokens -= waiter.tokens
         self._lane_inflight[waiter.lane][0] -= 1
         self._lane_inflight[waiter.lane][1] -= waiter.tokens
+        self._running.discard(waiter)
         if held_s > 0:
-            last = self.mean_hold_s
-            self.mean_hold_s = held_s if last is None else last + HOLD_SMOOTHING * (held_s - last)
+            self.mean_hold_s = _smoothed(self.mean_hold_s, held_s)
+            self._lane_hold[waiter.lane] = _smoothed(self._lane_hold[waiter.lane], held_s)
         self._dispatch()
 
     def note_rejection(self, reason: str) -> None:
@@ -272,6 +305,10 @@ class AdmissionController:
             retry_after=retry,
             reason=reason,
         )
+
+
+def _smoothed(mean: float | None, value: float) -> float:
+    return value if mean is None else mean + HOLD_SMOOTHING * (value - mean)
 
 
 async def before(

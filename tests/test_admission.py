@@ -248,6 +248,22 @@ def test_an_ask_whose_estimated_start_is_past_its_deadline_is_refused_at_once() 
     assert 0.4 < error.retry_after < 1.0  # one more full cache drained at ~0.5 s
 
 
+def test_the_estimate_knows_long_asks_hold_their_tokens_longer_than_short_ones() -> None:
+    async def main() -> tuple[OverloadedError, float]:
+        c = controller(kv_tokens=1000)
+        async with c.hold(500, c.deadline(None)):
+            await asyncio.sleep(0.6)  # a long ask holds ~0.6 s
+        for _ in range(5):
+            async with c.hold(100, c.deadline(None)):
+                await asyncio.sleep(0.02)  # short ones ~0.02 s: the mean of all is short
+        return await refused_behind_a_full_cache(c, 100, timeout_s=0.3)
+
+    error, elapsed = run(main)
+    assert elapsed < 0.1  # at once, not after its 0.3 s deadline passed in the queue
+    assert error.reason == "deadline_estimate"
+    assert 0.4 < error.retry_after < 0.8  # when the long ask in flight should end
+
+
 def test_an_ask_whose_deadline_passes_while_it_waits_is_refused_then() -> None:
     async def main() -> tuple[OverloadedError, float, AdmissionController]:
         c = controller(kv_tokens=1000)
