@@ -261,7 +261,7 @@ def test_the_estimate_knows_long_asks_hold_their_tokens_longer_than_short_ones()
     error, elapsed = run(main)
     assert elapsed < 0.1  # at once, not after its 0.3 s deadline passed in the queue
     assert error.reason == "deadline_estimate"
-    assert 0.4 < error.retry_after < 0.8  # when the long ask in flight should end
+    assert 0.4 < error.retry_after < 1.5  # when the long ask in flight should end (~0.6 s)
 
 
 def test_an_ask_whose_deadline_passes_while_it_waits_is_refused_then() -> None:
