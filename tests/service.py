@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,7 +20,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from rag.embedding import Embedder
-from rag.indexes import IndexSpec
+from rag.indexes import ChunkingSpec, IndexMeta, IndexSpec
+from rag.sparse import SparseEncoder
+from rag.store.base import StoredChunk, path_prefixes
 from rag.store.edge import EdgeStore
 from rag.sync import FolderSync
 from tests.documents import write_corpus
@@ -108,3 +110,44 @@ def index_corpus(base: Path, embedder: Embedder, index: str = "default") -> Path
     finally:
         store.close()
     return base / "data"
+
+
+def index_passages(
+    store: EdgeStore,
+    index: str,
+    embedder: Embedder,
+    passages: Sequence[tuple[str, str, int]],
+    embedded: Sequence[str] | None = None,
+) -> None:
+    """A new index of ``(source, text, char_start)`` passages, stored directly: each embedded
+    from its text (or from ``embedded``, when given) and sparse-encoded as sync would."""
+    store.create_index(
+        IndexMeta(
+            name=index,
+            embed_model=embedder.model_id,
+            dim=embedder.dim,
+            max_tokens=embedder.max_tokens,
+            chunking=ChunkingSpec(),
+            sparse="bm25",
+            created_at="2026-11-23T00:00:00+00:00",
+        )
+    )
+    sparse = SparseEncoder()
+    vectors = embedder.encode(list(embedded or [text for _, text, _ in passages]))
+    store.upsert(
+        index,
+        [
+            StoredChunk(
+                f"00000000-0000-0000-0000-{k:012d}",
+                vector,
+                sparse.encode_document(text),
+                {
+                    "source": source,
+                    "dirs": path_prefixes(source),
+                    "char_start": start,
+                    "text": text,
+                },
+            )
+            for k, ((source, text, start), vector) in enumerate(zip(passages, vectors, strict=True))
+        ],
+    )

@@ -18,11 +18,8 @@ import httpx
 import pytest
 
 from rag.embedding import Embedder
-from rag.indexes import ChunkingSpec, IndexMeta
-from rag.sparse import SparseEncoder
-from rag.store.base import StoredChunk, path_prefixes
 from rag.store.edge import EdgeStore
-from tests.service import start_api
+from tests.service import index_passages, start_api
 from tests.test_prompt_counts import served_folder
 
 pytestmark = pytest.mark.engine
@@ -46,38 +43,9 @@ def large_index(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) ->
     data = tmp_path_factory.mktemp("event-loop") / "data"  # rag-api's RAG_DATA_DIR
     store = EdgeStore(data)
     try:
-        store.create_index(
-            IndexMeta(
-                name="default",
-                embed_model=embedder.model_id,
-                dim=embedder.dim,
-                max_tokens=embedder.max_tokens,
-                chunking=ChunkingSpec(),
-                sparse="bm25",
-                created_at="2026-11-23T00:00:00+00:00",
-            )
-        )
         heads, texts = zip(*(passage(k) for k in range(PASSAGES)), strict=True)
-        sparse = SparseEncoder()
-        store.upsert(
-            "default",
-            [
-                StoredChunk(
-                    f"00000000-0000-0000-0000-{k:012d}",
-                    vector,
-                    sparse.encode_document(text),
-                    {
-                        "source": f"ledger-{k // 100:02d}.md",
-                        "dirs": path_prefixes(f"ledger-{k // 100:02d}.md"),
-                        "char_start": k,
-                        "text": text,
-                    },
-                )
-                for k, (text, vector) in enumerate(
-                    zip(texts, embedder.encode(list(heads)), strict=True)
-                )
-            ],
-        )
+        passages = [(f"ledger-{k // 100:02d}.md", text, k) for k, text in enumerate(texts)]
+        index_passages(store, "default", embedder, passages, embedded=heads)
     finally:
         store.close()
     return data

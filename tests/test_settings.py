@@ -293,23 +293,25 @@ def check_engine_start_timeout(world: World) -> None:
         asyncio.run(client.aclose())
 
 
-def check_gpu_memory_utilization(world: World) -> None:
-    """On a machine with GPU vLLM (an interpreter that has the `vllm` distribution)."""
+def _on_a_gpu_machine(world: World) -> None:
+    """The engine's interpreter has GPU vLLM (the `vllm` distribution): a stand-in answers the
+    probe for it."""
     python = world.base / "gpu-python"
-    python.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")  # stands in for the probe
+    python.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
     python.chmod(0o755)
     world.monkeypatch.setenv("RAG_ENGINE_PYTHON", str(python))
+
+
+def check_gpu_memory_utilization(world: World) -> None:
+    _on_a_gpu_machine(world)
     world.monkeypatch.setenv("RAG_ENGINE_GPU_MEMORY_UTILIZATION", "0.5")
     command = local_engine_config(Settings()).command()
     assert command[command.index("--gpu-memory-utilization") + 1] == "0.5"
 
 
 def check_long_prefill_tokens(world: World) -> None:
-    """On a machine with GPU vLLM; 0 leaves vLLM's default (no cap)."""
-    python = world.base / "gpu-python"
-    python.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")  # stands in for the probe
-    python.chmod(0o755)
-    world.monkeypatch.setenv("RAG_ENGINE_PYTHON", str(python))
+    """0 leaves vLLM's default (no cap)."""
+    _on_a_gpu_machine(world)
     world.monkeypatch.setenv("RAG_ENGINE_LONG_PREFILL_TOKENS", "2048")
     command = local_engine_config(Settings()).command()
     assert command[command.index("--long-prefill-token-threshold") + 1] == "2048"
