@@ -152,7 +152,7 @@ class AdmissionController:
         try:
             yield Ticket(tokens, waiter.lane, waited)
         finally:
-            self._release(waiter, loop.time() - waiter.since - waited)
+            self._release(waiter, loop.time() - waiter.started)
 
     async def _admit(self, waiter: _Waiter, deadline: float) -> None:
         lane = self._lanes[waiter.lane]

@@ -205,20 +205,21 @@ class PromptBudget:
     async def block_costs(self, hits: Sequence[Hit]) -> list[int]:
         """Each hit's block tokens (numbered 0, block end included), counted once per chunk."""
         keys = [(h.id, hash(str(h.payload.get("text", "")))) for h in hits]
-        missing = [i for i, key in enumerate(keys) if key not in self._costs]
+        # Read before any await: a concurrent fit (or the warm-up) may trim the cache meanwhile.
+        known = {key: self._costs[key] for key in keys if key in self._costs}
+        missing = [i for i, key in enumerate(keys) if key not in known]
         if missing:
             if self._probe is None:
                 self._probe = await self.counter.count_text(BOUNDARY_PROBE)
             texts = await asyncio.to_thread(_counted_blocks, [hits[i] for i in missing])
             for i, cost in zip(missing, await self.counter.count_texts(texts), strict=True):
-                self._costs[keys[i]] = cost - self._probe
-        costs = []
+                known[keys[i]] = cost - self._probe
         for key in keys:
+            self._costs[key] = known[key]
             self._costs.move_to_end(key)
-            costs.append(self._costs[key])
         while len(self._costs) > self._cache_size:
             self._costs.popitem(last=False)
-        return costs
+        return [known[key] for key in keys]
 
     @property
     def counted(self) -> int:  # how many passage blocks have their count remembered

@@ -233,8 +233,11 @@ class EdgeStore:
         for i in range(0, len(ids), PAYLOAD_BATCH):
             for record in shard.retrieve(ids[i : i + PAYLOAD_BATCH], True, False):
                 payloads[str(record.id)] = dict(record.payload or {})
+        # A point deleted between the query and the fetch (an ingestion job) is left out.
         return [
-            Hit(id=str(p.id), score=float(p.score), payload=payloads[str(p.id)]) for p in scored
+            Hit(id=str(p.id), score=float(p.score), payload=payloads[str(p.id)])
+            for p in scored
+            if str(p.id) in payloads
         ]
 
     def count(self, index: str) -> int:
