@@ -49,7 +49,7 @@ class Discovery:
 OUTSIDE = "outside the ingest roots"
 
 
-class _Within:
+class WithinRoots:
     """Whether a path, symlinks resolved, lies under one of the allowed roots (any, without)."""
 
     def __init__(self, roots: Sequence[Path] | None) -> None:
@@ -66,7 +66,7 @@ def discover(
     paths: Sequence[Path], max_bytes: int, within: Sequence[Path] | None = None
 ) -> Discovery:
     found = Discovery()
-    allowed = _Within(within)
+    allowed = WithinRoots(within)
     for given in paths:
         if not allowed(str(given)):
             found.skipped.append(Entry(os.path.abspath(given), OUTSIDE))
@@ -107,7 +107,7 @@ def _classify(path: str, root: str, source: str, max_bytes: int, found: Discover
         found.files.append(SourceFile(root, source, path, kind, st.st_size))
 
 
-def _walk(root: str, found: Discovery, allowed: _Within) -> Iterator[str]:
+def _walk(root: str, found: Discovery, allowed: WithinRoots) -> Iterator[str]:
     seen: set[tuple[int, int]] = set()
 
     def unreadable(exc: OSError) -> None:
@@ -126,10 +126,10 @@ def _walk(root: str, found: Discovery, allowed: _Within) -> Iterator[str]:
         seen.add((st.st_dev, st.st_ino))
         for name in sorted(d for d in dirs if d.startswith(".")):
             found.skipped.append(Entry(os.path.join(folder, name), "hidden folder"))
-        shown = [d for d in dirs if not d.startswith(".")]
-        for name in sorted(d for d in shown if not allowed(os.path.join(folder, d))):
+        inside = {d: allowed(os.path.join(folder, d)) for d in dirs if not d.startswith(".")}
+        for name in sorted(d for d, ok in inside.items() if not ok):
             found.skipped.append(Entry(os.path.join(folder, name), OUTSIDE))
-        dirs[:] = sorted(d for d in shown if allowed(os.path.join(folder, d)))
+        dirs[:] = sorted(d for d, ok in inside.items() if ok)
         for name in sorted(names):
             if name.startswith("."):
                 found.skipped.append(Entry(os.path.join(folder, name), "hidden file"))

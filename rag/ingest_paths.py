@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from rag.discovery import WithinRoots
 from rag.errors import RagError
 from rag.keys import PermissionDeniedError
 
@@ -42,13 +43,13 @@ def sync_paths(
     """The resolved paths of a sync request, or the error that refuses it."""
     if not folders:
         raise BadPathError("name at least one folder to sync")
-    allowed = [Path(os.path.realpath(r)) for r in [*roots, uploads]]
+    allowed = WithinRoots([*roots, uploads])
     resolved = []
     for folder in folders:
         if "\0" in folder or not os.path.isabs(folder):
             raise BadPathError(f"{folder!r} is not an absolute path on the server")
         path = Path(os.path.realpath(folder))
-        if not anywhere and not any(path.is_relative_to(root) for root in allowed):
+        if not anywhere and not allowed(folder):
             raise PathNotAllowedError(
                 f"{folder!r} is outside the folders this service syncs (RAG_INGEST_ROOTS)"
             )
