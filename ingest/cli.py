@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from rag.config import Settings
+from rag.embed_http import EmbedServiceError
 from rag.errors import IndexMismatchError, IndexNotFoundError, RagError, StoreUnavailableError
 from rag.service_record import ServiceRecord, running_service
 from rag.store.base import VectorStore
@@ -141,7 +142,7 @@ def ingest_main(
             report = sync.run(list(paths), delete=not no_delete, progress=progress)
     except IndexMismatchError as exc:
         _fail(str(exc), EXIT_USAGE)
-    except StoreUnavailableError as exc:
+    except (StoreUnavailableError, EmbedServiceError) as exc:
         _fail(str(exc), EXIT_STORE)
     except RagError as exc:
         _fail(str(exc), EXIT_USAGE)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from rag.config import Settings
 from rag.discovery import SourceFile, discover
+from rag.embed_http import EmbedServiceError
 from rag.embedding import TextEmbedder, embedder_from
 from rag.errors import IndexMismatchError, IndexNotFoundError, RagError, StoreUnavailableError
 from rag.indexes import IndexSpec
@@ -59,6 +60,7 @@ ERROR_TYPES: list[tuple[type[Exception], str]] = [
     (IndexMismatchError, "index_mismatch"),
     (IndexNotFoundError, "unknown_index"),
     (StoreUnavailableError, "store_unavailable"),
+    (EmbedServiceError, "embedder_unavailable"),
     (JobCancelledError, "cancelled"),
     (RagError, "invalid_request"),
 ]

@@ -13,12 +13,15 @@ import pytest
 
 from tests.conftest import SEC_DIR, require_shared
 from tests.documents import write_corpus, write_truncated_pdf
+from tests.service import free_port
 
 BIN = Path(sys.executable).parent
 
 
-def run(command: str, *args: str | Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "RAG_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"}
+def run(
+    command: str, *args: str | Path, data_dir: Path, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RAG_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1", **extra_env}
     return subprocess.run(
         [str(BIN / command), *map(str, args)],
         capture_output=True,
@@ -44,6 +47,18 @@ def test_ingest_reports_a_corrupt_pdf_and_ingests_the_rest(tmp_path: Path) -> No
 
     again = json.loads(run("rag-ingest", docs, "--json", data_dir=tmp_path / "data").stdout)
     assert (again["unchanged"], again["chunks_written"]) == (5, 0)
+
+
+def test_an_unreachable_embedding_service_is_reported_as_unavailable_not_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    docs = tmp_path / "docs"
+    write_corpus(docs)
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = run("rag-ingest", docs, data_dir=tmp_path / "data", RAG_EMBED_URL=down)
+    assert result.returncode == 3, result.stderr
+    assert "embedding service" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_index_commands_list_show_and_drop(tmp_path: Path) -> None:

@@ -23,7 +23,10 @@ def runner(tmp_path: Path, embedder: Embedder) -> Iterator[JobRunner]:
     store = EdgeStore(tmp_path / "data")
 
     def syncs(index: str) -> FolderSync:
-        return FolderSync(store, embedder, IndexSpec(name=index), limits=IngestLimits(workers=1))
+        # Written one chunk at a time: files finish one by one (with the default batch all 40
+        # notes of the shutdown test are written, and counted done, in one go).
+        limits = IngestLimits(workers=1, batch_chunks=1)
+        return FolderSync(store, embedder, IndexSpec(name=index), limits=limits)
 
     jobs = JobRunner(store, syncs)
     yield jobs
