@@ -21,25 +21,33 @@ from api.openai_routes import router as openai_router
 from api.openapi import install_contract
 from api.playground import router as playground_router
 from api.routes import router
-from rag.admission import AdmissionController
-from rag.answer import Answerer
-from rag.capacity import NOT_LEARNED, learn_capacity
+from rag.ask import (
+    Answerer,
+    EngineTokenCounter,
+    LocalTokenCounter,
+    PromptBudget,
+    Reranker,
+    Retriever,
+    TokenCounter,
+)
 from rag.config import Settings
-from rag.embed_batcher import QueryBatcher
-from rag.embedding import TextEmbedder, embedder_from
-from rag.engine import EngineProcess, local_engine_config
-from rag.engine.supervisor import EngineSupervisor
+from rag.embed import QueryBatcher, SparseEncoder, TextEmbedder, embedder_from
+from rag.engine import EngineClient, EngineProcess, EngineSupervisor, local_engine_config
+from rag.guard import (
+    NOT_LEARNED,
+    AdmissionController,
+    KeyStore,
+    RateLimiter,
+    ServiceRecord,
+    keys_path,
+    learn_capacity,
+    listen_url,
+    remove_record,
+    write_record,
+)
 from rag.indexes import IndexSpec
-from rag.jobs import IndexSyncs, JobRunner
-from rag.keys import KeyStore, keys_path
-from rag.llm import EngineClient
-from rag.prompt import PromptBudget
-from rag.ratelimit import RateLimiter
-from rag.retrieval import Reranker, Retriever
-from rag.service_record import ServiceRecord, listen_url, remove_record, write_record
-from rag.sparse import SparseEncoder
+from rag.ingest import IndexSyncs, JobRunner
 from rag.store import open_store
-from rag.tokens import EngineTokenCounter, LocalTokenCounter, TokenCounter
 
 log = logging.getLogger("rag.api")
 
@@ -47,13 +55,13 @@ log = logging.getLogger("rag.api")
 def _embedder_for(settings: Settings, store_meta_model: str | None) -> TextEmbedder:
     """The embedder the default index was built with (the index's record wins over settings)."""
     spec = IndexSpec.load(settings.index, settings.indexes_dir, settings.embed_model)
-    return embedder_from(settings, store_meta_model or spec.embed_model)
+    return embedder_from(settings.embed_options(), store_meta_model or spec.embed_model)
 
 
 def _reranker(settings: Settings) -> Reranker | None:
     if not settings.rerank_model:
         return None
-    from rag.rerank import CrossEncoderReranker
+    from rag.ask import CrossEncoderReranker
 
     return CrossEncoderReranker(settings.rerank_model)
 

@@ -14,8 +14,15 @@ from typing import Annotated, Literal
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from rag.keys import ANONYMOUS, AuthenticationError, KeyStore, PermissionDeniedError, Principal
-from rag.ratelimit import RateLimitedError, RateLimiter
+from rag.guard import (
+    ANONYMOUS,
+    AuthenticationError,
+    KeyStore,
+    PermissionDeniedError,
+    Principal,
+    RateLimitedError,
+    RateLimiter,
+)
 
 AuthMode = Literal["auto", "required", "off"]
 

@@ -8,14 +8,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.metrics import ServiceMetrics
-from rag.answer import Answerer
+from rag.ask import Answerer
 from rag.config import Settings
-from rag.engine import EngineProcess
-from rag.engine.supervisor import EngineSupervisor
-from rag.jobs import JobRunner
-from rag.llm import EngineClient
-from rag.service_record import ServiceRecord
-from rag.store.base import VectorStore
+from rag.engine import EngineClient, EngineProcess, EngineSupervisor
+from rag.guard import ServiceRecord
+from rag.ingest import JobRunner
+from rag.store import VectorStore
 
 
 @dataclass

@@ -11,14 +11,12 @@ from starlette.exceptions import HTTPException
 
 from api.auth import ACCESS_STATUSES, access_error_headers
 from api.cancel import ClientDisconnectedError
-from rag.admission import AskTooLargeError, OverloadedError, TimeoutTooLongError
-from rag.answer import OutputTooLongError
-from rag.embed_http import EmbedServiceError
+from rag.ask import NoPassageFitsError, OutputTooLongError, PromptTooLongError
+from rag.embed import EmbedServiceError
+from rag.engine import EngineRejectedError, EngineTimeoutError, EngineUnavailableError
 from rag.errors import IndexMismatchError, IndexNotFoundError, StoreUnavailableError
-from rag.ingest_paths import BadPathError
-from rag.jobs import DocumentNotFoundError, JobNotFoundError
-from rag.llm import EngineRejectedError, EngineTimeoutError, EngineUnavailableError
-from rag.prompt import NoPassageFitsError, PromptTooLongError
+from rag.guard import AskTooLargeError, OverloadedError, TimeoutTooLongError
+from rag.ingest import BadPathError, DocumentNotFoundError, JobNotFoundError
 
 RETRY_AFTER_S = 5
 

@@ -4,7 +4,7 @@ Every route needs a key that may write the index (`rag-keys create NAME --index 
 an admin key; 403 otherwise), except the document list, which needs read. A caller without a
 key gets 401 even on a service without keys, unless it holds the service record's local token
 (`rag-ingest` on this machine). Work that changes an
-index is a job (rag/jobs.py): 202 with `Location: /v1/jobs/{id}`.
+index is a job (rag/ingest/jobs.py): 202 with `Location: /v1/jobs/{id}`.
 """
 
 from __future__ import annotations
@@ -22,12 +22,20 @@ from api.auth import AdmittedDep, require_read, require_write
 from api.deps import Services, ServicesDep
 from api.openapi import _error
 from rag.errors import IndexNotFoundError
+from rag.guard import ANONYMOUS, TOKEN_HEADER
 from rag.indexes import INDEX_NAME_PATTERN, check_index_name
-from rag.ingest_paths import save_uploads, sync_paths, upload_dir, uploaded_copy
-from rag.inventory import summarise
-from rag.jobs import DocumentNotFoundError, Job, JobNotFoundError, JobRunner, source_roots
-from rag.keys import ANONYMOUS
-from rag.service_record import TOKEN_HEADER
+from rag.ingest import (
+    DocumentNotFoundError,
+    Job,
+    JobNotFoundError,
+    JobRunner,
+    save_uploads,
+    source_roots,
+    summarise,
+    sync_paths,
+    upload_dir,
+    uploaded_copy,
+)
 
 router = APIRouter(prefix="/v1", tags=["ingestion"])
 

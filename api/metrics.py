@@ -1,6 +1,6 @@
 """Prometheus metrics of the service, plus the engine's prefix-cache hit ratio at scrape time.
 
-Admission control's metrics (rag/admission.py) keep these names, which dashboards rely on:
+Admission control's metrics (rag/guard/admission.py) keep these names, which dashboards rely on:
 ``rag_admission_queue_depth{lane}``, ``rag_admission_inflight_requests``,
 ``rag_admission_inflight_tokens``, ``rag_engine_capacity_tokens``,
 ``rag_admission_wait_seconds{lane}`` and ``rag_admission_rejections_total{reason}``; the
@@ -20,9 +20,9 @@ from prometheus_client import (
     generate_latest,
 )
 
-from rag.admission import LANES, AdmissionController, Lane
-from rag.answer import Answer
-from rag.llm import EngineClient, prefix_cache_counters
+from rag.ask import Answer
+from rag.engine import EngineClient, prefix_cache_counters
+from rag.guard import LANES, AdmissionController, Lane
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)

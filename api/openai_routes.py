@@ -24,9 +24,8 @@ from api.openai_protocol import ChatCompletion, ChatCompletionRequest, ModelList
 from api.openapi import CHAT_RESPONSES, MODELS_RESPONSES
 from api.protocol import AskRequest
 from api.routes import ask_options
-from rag.answer import AskEvent, AskOptions, DoneEvent
-from rag.chat import Completion, chat_options, model_cards
-from rag.keys import ANONYMOUS
+from rag.ask import AskEvent, AskOptions, Completion, DoneEvent, chat_options, model_cards
+from rag.guard import ANONYMOUS
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 

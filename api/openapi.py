@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from api.protocol import ErrorResponse
-from rag.answer import max_output_bound
+from rag.ask import max_output_bound
 
 RETRY_AFTER = {
     "Retry-After": {

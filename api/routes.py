@@ -18,9 +18,9 @@ from api.errors import error_body
 from api.openapi import ASK_RESPONSES, METRICS_RESPONSES, READY_RESPONSES
 from api.protocol import AskRequest, AskResponse, HealthResponse, ReadyResponse
 from api.sse import sse_event
-from rag.answer import AskEvent, AskOptions, CitationsEvent, DoneEvent, answer_json
-from rag.keys import ANONYMOUS
-from rag.store.base import SearchFilter
+from rag.ask import AskEvent, AskOptions, CitationsEvent, DoneEvent, answer_json
+from rag.guard import ANONYMOUS
+from rag.store import SearchFilter
 
 router = APIRouter()
 

@@ -34,15 +34,13 @@ import httpx
 import uvicorn
 
 from api.app import create_app
-from rag.answer import AskOptions, Timings
+from rag.ask import AskOptions, PassageOrder, Timings
 from rag.config import Settings, default_cache_dir
-from rag.embedding import Embedder
-from rag.engine import EngineProcess, local_engine_config
+from rag.embed import Embedder
+from rag.engine import EngineProcess, Message, local_engine_config, prefix_cache_counters
 from rag.indexes import IndexSpec
-from rag.llm import Message, prefix_cache_counters
-from rag.prompt import PassageOrder
-from rag.store.edge import EdgeStore
-from rag.sync import FolderSync
+from rag.ingest import FolderSync
+from rag.store import EdgeStore
 
 INDEX = "bench-sec"
 

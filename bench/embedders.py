@@ -26,13 +26,12 @@ from typing import Any
 import numpy as np
 
 from rag.config import Settings
-from rag.embedding import BACKENDS, Backend, Embedder, Vectors
+from rag.embed import BACKENDS, Backend, Embedder, Vectors
 from rag.indexes import DEFAULT_EMBED_MODEL
 
 
 def chunk_texts(folder: Path, wanted: int, embedder: Embedder) -> list[str]:
-    from rag.chunking import Chunker
-    from rag.documents import file_type, parse_document
+    from rag.ingest import Chunker, file_type, parse_document
 
     chunker = Chunker(
         chunk_tokens=200,
@@ -69,7 +68,7 @@ def cached_texts(folder: Path, wanted: int, embedder: Embedder, cache: Path) -> 
 def scifact_ndcg(embedder: Embedder, data_dir: Path, max_docs: int | None) -> float:
     """Dense nDCG@10 on SciFact train through the normal ingest and retrieval paths."""
     from rag.evaluation import Evaluation, load_beir
-    from rag.store.edge import EdgeStore
+    from rag.store import EdgeStore
 
     data = load_beir(
         data_dir / "corpus.jsonl",

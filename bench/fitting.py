@@ -2,8 +2,8 @@
 
 Fits `top_k: "auto"` prompts (the window filled, best first) over passages cut from the SciFact
 abstracts, with the served model's tokenizer in-process (Qwen3's on the H200), exactly as the
-service does (`rag.prompt.PromptBudget`): cold (no passage counted yet), then warm (every block's
-count remembered, as for the next ask over the same passages). It also reports how long the
+service does (`rag.ask.prompt.PromptBudget`): cold (no passage counted yet), then warm (every
+block's count remembered, as for the next ask over the same passages). It also reports how long the
 event loop was held during a fit (a 1 ms ticker's worst lateness), and checks the derived count
 against one tokenisation of the whole assembled prompt, timed for comparison. Prints a table and
 writes JSON.
@@ -20,10 +20,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from rag.llm import EngineClient
-from rag.prompt import FittedPrompt, PromptBudget
-from rag.store.base import Hit
-from rag.tokens import LocalTokenCounter
+from rag.ask import FittedPrompt, LocalTokenCounter, PromptBudget
+from rag.engine import EngineClient
+from rag.store import Hit
 
 DEFAULT_CORPUS = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact" / "corpus.jsonl"

@@ -35,11 +35,11 @@ import httpx
 from bench.ask import INDEX, Service, cache_pass, load_questions
 from bench.gpu_measure import Target, burst, healthz_during, overhead, p50_p95
 from rag.config import Settings, default_cache_dir
-from rag.embedding import Embedder
+from rag.embed import Embedder
 from rag.engine import EngineConfig, EngineProcess
 from rag.indexes import IndexSpec
-from rag.store.edge import EdgeStore
-from rag.sync import FolderSync
+from rag.ingest import FolderSync
+from rag.store import EdgeStore
 
 PARTS = ("embed", "overhead", "cache", "burst", "auto")
 

@@ -7,7 +7,7 @@ OpenAI-compatible /v1/embeddings service (--embed-url, e.g. the compose `embed` 
 
 For each way: question latency one at a time (p50/p95 over --asks questions, after a warm-up);
 a burst of --burst questions released at once from as many threads, through the service's
-QueryBatcher (rag/embed_batcher.py) and without it (each thread calls the embedder itself),
+QueryBatcher (rag/embed/batcher.py) and without it (each thread calls the embedder itself),
 per-question latency p50/p95 and the forward passes the batcher ran; chunks/s of ingest-style
 embedding of --chunks real chunks (the folder's files cut by the ingest chunker) in batches of
 --batch-size; with --ingest, a whole `FolderSync` of the folder into a fresh index (seconds,
@@ -31,9 +31,7 @@ from bench.ask import load_questions
 from bench.embedders import cached_texts
 from bench.gpu_measure import p50_p95
 from rag.config import default_cache_dir
-from rag.embed_batcher import QueryBatcher
-from rag.embed_http import HttpEmbedder
-from rag.embedding import Embedder, TextEmbedder, Vectors, embed_device
+from rag.embed import Embedder, HttpEmbedder, QueryBatcher, TextEmbedder, Vectors, embed_device
 from rag.indexes import DEFAULT_EMBED_MODEL, IndexSpec
 
 
@@ -88,8 +86,8 @@ def chunk_rate(embedder: TextEmbedder, texts: list[str]) -> float:
 
 def ingest(embedder: TextEmbedder, folder: Path) -> dict[str, Any]:
     """The whole folder synced into a fresh index (parse, chunk, embed, store) with ``embedder``."""
-    from rag.store.edge import EdgeStore
-    from rag.sync import FolderSync
+    from rag.ingest import FolderSync
+    from rag.store import EdgeStore
 
     with tempfile.TemporaryDirectory(prefix="bench-gpu-embed-") as work:
         store = EdgeStore(Path(work))

@@ -1,8 +1,8 @@
 """Measurements of `bench.gpu`: one ask through the service and the same prompt to the engine.
 
 The prompt the service built is rebuilt here from its `citations` event (the passages in prompt
-order, numbered as the model sees them) with `rag.prompt.build_messages`, so any service given by
-URL can be compared with its engine on exactly the prompt it sent. TTFT is the time to the first
+order, numbered as the model sees them) with `rag.ask.prompt.build_messages`, so any service given
+by URL can be compared with its engine on exactly the prompt it sent. TTFT is the time to the first
 non-empty token seen by an HTTP client (the service: the first `token` event).
 """
 
@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 
-from rag.llm import Message
-from rag.prompt import build_messages
-from rag.store.base import Hit
+from rag.ask import build_messages
+from rag.engine import Message
+from rag.store import Hit
 
 MAX_TOKENS = 8  # a few tokens: a dummy-weight model may emit an empty first piece
 TopK = int | str

@@ -314,7 +314,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from bench.ingest_llamaindex import WINDOW
-    from rag.embedding import resolve_model
+    from rag.embed import resolve_model
     from rag.indexes import DEFAULT_EMBED_MODEL
 
     model = resolve_model(DEFAULT_EMBED_MODEL)

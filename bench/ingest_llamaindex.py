@@ -19,7 +19,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from rag.documents import SUFFIX_TYPES
+from rag.ingest import SUFFIX_TYPES
 
 WINDOW = 256  # all-MiniLM-L6-v2's max_seq_length: word pieces it reads, [CLS] and [SEP] included
 

@@ -110,7 +110,7 @@ def _fmt(value: float | None) -> str:
 
 
 def render(summary: dict[str, Any]) -> str:
-    """The summary as the Markdown the README shows."""
+    """The summary as the Markdown docs/benchmarks.md shows."""
     lines = [
         "| class | asks | ok | success | TTFT mean / p50 / p95 (s) | total mean / p50 / p95 (s) |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -9,7 +9,7 @@
 
 Offline, no engine: the folder is synced into an embedded Edge store under --data-dir (real
 MiniLM, the project's FolderSync), each question retrieves its top_k passages with the service's
-Retriever (hybrid, DBSF fusion), and each prompt is built by rag/prompt.py (``order_passages``
+Retriever (hybrid, DBSF fusion), and each prompt is built by rag/ask/prompt.py (``order_passages``
 then ``build_messages``, as ``PromptBudget.fit`` does when every passage fits, which top_k 5 does
 in a large window) and tokenised with the served model's tokenizer and chat template. An
 infinite prefix cache in blocks of --block tokens (vLLM's: a hit is a run of whole blocks from
@@ -38,13 +38,17 @@ from pathlib import Path
 from typing import Any
 
 from bench.ask import INDEX, load_questions, sync_index
-from rag.embedding import Embedder
+from rag.ask import (
+    BLOCK_END,
+    Retriever,
+    build_messages,
+    canonical_key,
+    order_passages,
+    passage_block,
+)
+from rag.embed import Embedder, SparseEncoder
 from rag.indexes import IndexSpec
-from rag.prompt import BLOCK_END, build_messages, canonical_key, order_passages, passage_block
-from rag.retrieval import Retriever
-from rag.sparse import SparseEncoder
-from rag.store.base import Hit
-from rag.store.edge import EdgeStore
+from rag.store import EdgeStore, Hit
 
 Orderer = Callable[[Sequence[Hit]], list[Hit]]
 

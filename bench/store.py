@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from rag.config import default_cache_dir
-from rag.embedding import Embedder
+from rag.embed import Embedder
 from rag.indexes import DEFAULT_EMBED_MODEL, ChunkingSpec, IndexMeta
-from rag.store.base import SearchFilter, SearchQuery, StoredChunk, VectorStore
+from rag.store import SearchFilter, SearchQuery, StoredChunk, VectorStore
 
 SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 CLAUSE = re.compile(r"[,;]\s+")
@@ -95,7 +95,7 @@ def recall(approx: list[list[str]], exact: list[list[str]]) -> float:
 def run_adapter(kind: str, vectors: np.ndarray, queries: np.ndarray, work: Path) -> dict[str, Any]:
     store: VectorStore
     if kind == "edge":
-        from rag.store.edge import EdgeStore
+        from rag.store import EdgeStore
 
         store = EdgeStore(work / "edge")
     else:

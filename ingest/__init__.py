@@ -1,1 +1,1 @@
-"""The `rag-ingest` and `rag-index` commands: thin shells over `rag.sync` and `rag.inventory`."""
+"""The `rag-ingest`, `rag-index`, `rag-keys` and `rag-eval` commands: thin shells over `rag`."""

@@ -19,18 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ingest.exit_codes import EXIT_FILES_FAILED, EXIT_STORE, EXIT_USAGE
 from rag.config import Settings
-from rag.embed_http import EmbedServiceError
+from rag.embed import EmbedServiceError
 from rag.errors import IndexMismatchError, IndexNotFoundError, RagError, StoreUnavailableError
-from rag.service_record import ServiceRecord, running_service
-from rag.store.base import VectorStore
+from rag.guard import ServiceRecord, running_service
+from rag.store import VectorStore
 
 if TYPE_CHECKING:
-    from rag.sync import IngestLimits
-
-EXIT_FILES_FAILED = 1
-EXIT_USAGE = 2
-EXIT_STORE = 3
+    from rag.ingest import IngestLimits
 
 data_dir_option = click.option(
     "--data-dir",
@@ -53,7 +50,7 @@ def _settings(**overrides: Any) -> Settings:
 
 def ingest_limits(settings: Settings) -> IngestLimits:
     """What rag-ingest may read and how it parses, from the settings."""
-    from rag.jobs import ingest_limits as limits
+    from rag.ingest import ingest_limits as limits
 
     return limits(settings)
 
@@ -115,9 +112,9 @@ def ingest_main(
     api_key: str | None,
 ) -> None:
     """Sync the documents under PATHS into an index (PDF, Markdown, text, HTML)."""
-    from rag.embedding import embedder_from
+    from rag.embed import embedder_from
     from rag.indexes import IndexSpec
-    from rag.sync import FolderSync
+    from rag.ingest import FolderSync
 
     missing = [str(p) for p in paths if not os.path.lexists(p)]
     if missing:
@@ -136,7 +133,7 @@ def ingest_main(
         raise click.UsageError(str(exc)) from exc
     store = _open_store(settings)
     try:
-        embedder = embedder_from(settings, spec.embed_model)
+        embedder = embedder_from(settings.embed_options(), spec.embed_model)
         sync = FolderSync(store, embedder, spec, limits=ingest_limits(settings))
         with _progress_bar() as progress:
             report = sync.run(list(paths), delete=not no_delete, progress=progress)
@@ -267,7 +264,7 @@ def list_indexes(settings: Settings) -> None:
 @click.pass_obj
 def show_index(settings: Settings, name: str, as_json: bool) -> None:
     """Embedder, chunking, size and files of index NAME."""
-    from rag.inventory import summarise
+    from rag.ingest import summarise
 
     store = _open_store(settings)
     try:

@@ -15,7 +15,7 @@ from typing import Any, get_args
 import click
 
 from rag.config import Settings
-from rag.store.base import SearchMode
+from rag.store import SearchMode
 
 MODES = list(get_args(SearchMode))
 
@@ -23,7 +23,7 @@ MODES = list(get_args(SearchMode))
 def _evaluation(
     corpus: Path, queries: Path, qrels: Path, max_docs: int | None, rerank: str | None
 ) -> Any:
-    from rag.embedding import Embedder
+    from rag.embed import Embedder
     from rag.evaluation import Evaluation, load_beir
     from rag.indexes import DEFAULT_EMBED_MODEL
     from rag.store import open_store
@@ -34,7 +34,7 @@ def _evaluation(
     store_settings = settings.model_copy(update={"data_dir": work / "store"})
     reranker = None
     if rerank:
-        from rag.rerank import CrossEncoderReranker
+        from rag.ask import CrossEncoderReranker
 
         reranker = CrossEncoderReranker(rerank)
     evaluation = Evaluation(

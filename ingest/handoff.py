@@ -1,7 +1,7 @@
 """`rag-ingest` when a running `rag-api` holds the embedded store: the sync is handed to it.
 
 Qdrant Edge lets one process open an index; the service records where it listens in the data
-dir (rag/service_record.py). rag-ingest then asks the service to sync the same folders
+dir (rag/guard/service_record.py). rag-ingest then asks the service to sync the same folders
 (`POST /v1/indexes/{index}/sync`, with RAG_API_KEY and the record's local token), follows the
 job to its end and returns the job's report - the one `rag-ingest --json` prints.
 """
@@ -16,11 +16,11 @@ from typing import Any
 
 import httpx
 
-from ingest.cli import EXIT_STORE, EXIT_USAGE
-from rag.service_record import TOKEN_HEADER, ServiceRecord
+from ingest.exit_codes import EXIT_STORE, EXIT_USAGE
+from rag.guard import TOKEN_HEADER, ServiceRecord
 
 POLL_S = 0.5
-# Job error types (rag/jobs.py) that are the caller's to fix; the others are the store's.
+# Job error types (rag/ingest/jobs.py) that are the caller's to fix; the others are the store's.
 USAGE_ERRORS = {"index_mismatch", "invalid_request", "unknown_index"}
 
 Progress = Callable[[Any, int, int], None]  # (file, its bytes, bytes of the whole run)

@@ -1,4 +1,4 @@
-"""`rag-keys`: create, list and revoke the service's API keys (rag/keys.py has the file format).
+"""`rag-keys`: create, list and revoke the service's API keys (rag/guard/keys.py: the file).
 
 `rag-keys create NAME` prints the new key alone on stdout (so `KEY=$(rag-keys create ...)`
 works); it is shown this once and stored only as a salted hash. Exit status: 0 done, 2 usage
@@ -13,9 +13,10 @@ from pathlib import Path
 
 import click
 
-from ingest.cli import EXIT_USAGE, data_dir_option
+from ingest.cli import data_dir_option
+from ingest.exit_codes import EXIT_USAGE
 from rag.config import Settings
-from rag.keys import KeyStore, KeyStoreError, keys_path
+from rag.guard import KeyStore, KeyStoreError, keys_path
 
 
 def _store(data_dir: Path | None, keys_file: Path | None) -> KeyStore:

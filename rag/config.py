@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from rag.embedding import Backend
+from rag.embed import Backend, EmbedOptions
 
 
 def default_data_dir() -> Path:
@@ -32,7 +32,7 @@ class Settings(BaseSettings):
 
     embed_model: str | None = None
     embed_batch_size: int = Field(default=64, ge=1, le=4096)
-    # Runtime of the embedder's forward pass (rag/embedding.py). `python -m bench.embedders`
+    # Runtime of the embedder's forward pass (rag/embed/embedder.py). `python -m bench.embedders`
     # on a 2-core AMX Xeon: openvino-bf16 ~2x torch's chunks/s, SciFact nDCG@10 within 0.001.
     # Exported backends build their model once under cache_dir; "torch" needs no export.
     embed_backend: Backend = "openvino-bf16"
@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     parse_timeout_s: float = Field(default=60.0, gt=0)
     # A worker whose resident memory passes this is killed; its file fails alone.
     worker_memory_mb: int = Field(default=1024, ge=128)
-    # Ingestion over HTTP (rag/jobs.py): folders a sync request may name, separated like PATH
+    # Ingestion over HTTP (rag/ingest/jobs.py): folders a sync request may name, separated like PATH
     # (":"); unset: none, so only uploads and callers holding the local service record's token
     # or an admin key (any folder the service can read) may sync.
     ingest_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     # (0: none kept; every ask embeds its question).
     query_cache_size: int = Field(default=4096, ge=0, le=1_000_000)
 
-    # Access: API keys (rag/keys.py) and per-key rate limits (rag/ratelimit.py).
+    # Access: API keys (rag/guard/keys.py) and per-key rate limits (rag/guard/ratelimit.py).
     # auto: keys are required once the key file holds one; required: always (no key file, no
     # access); off: never (a trusted network only; every caller reads every index).
     auth: Literal["auto", "required", "off"] = "auto"
@@ -122,8 +122,8 @@ class Settings(BaseSettings):
     rate_limit_rps: float = Field(default=10.0, ge=0)
     rate_limit_tokens_per_minute: int = Field(default=1_000_000, ge=0)
 
-    # Admission control sized to the engine (rag/admission.py): an ask reserves its prompt plus
-    # max_tokens of the engine's KV cache; the rest wait in a bounded two-lane queue.
+    # Admission control sized to the engine (rag/guard/admission.py): an ask reserves its prompt
+    # plus max_tokens of the engine's KV cache; the rest wait in a bounded two-lane queue.
     # The engine's KV-cache tokens; unset: vLLM's /metrics (num_gpu_blocks x block_size), else
     # one window. Its max sequences at once; unset: not limited here (vLLM does not export it).
     engine_kv_tokens: int | None = Field(default=None, ge=1)
@@ -140,6 +140,18 @@ class Settings(BaseSettings):
     # Long asks together hold at most this share of the engine's KV cache (one alone may hold
     # more), so short asks always find room beside long-context ones.
     admission_long_share: float = Field(default=0.5, gt=0, le=1)
+
+    def embed_options(self) -> EmbedOptions:
+        """The embedder's settings as plain values (the embedders never see ``Settings``)."""
+        return EmbedOptions(
+            cache_dir=self.cache_dir,
+            batch_size=self.embed_batch_size,
+            device=self.embed_device,
+            backend=self.embed_backend,
+            threads=self.torch_threads,
+            url=self.embed_url,
+            api_key=self.embed_api_key,
+        )
 
     @field_validator("ingest_roots", mode="before")
     @classmethod

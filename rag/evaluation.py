@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.embedding import Embedder
+from rag.ask import Reranker, Retriever
+from rag.embed import Embedder, SparseEncoder
 from rag.indexes import ChunkingSpec, IndexSpec
-from rag.retrieval import Reranker, Retriever
-from rag.sparse import SparseEncoder
-from rag.store.base import Fusion, SearchMode, VectorStore
-from rag.sync import FolderSync
+from rag.ingest import FolderSync
+from rag.store import Fusion, SearchMode, VectorStore
 
 Run = dict[str, dict[str, float]]
 Qrels = dict[str, dict[str, int]]

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from rag.embedding import Embedder
+from rag.embed import Embedder
 from rag.engine import EngineProcess
-from rag.store.base import VectorStore
+from rag.store import VectorStore
 
 if TYPE_CHECKING:
     from tests.service import RunningService
@@ -39,13 +39,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStor
     """Each store test runs against Qdrant Edge and qdrant-client (local mode)."""
     opened: VectorStore
     if request.param == "edge":
-        from rag.store.edge import EdgeStore
+        from rag.store import EdgeStore
 
         opened = EdgeStore(tmp_path / "edge")
     else:
         from qdrant_client import QdrantClient
 
-        from rag.store.server import ServerStore
+        from rag.store import ServerStore
 
         opened = ServerStore(QdrantClient(path=str(tmp_path / "qdrant-local")))
     yield opened
@@ -54,7 +54,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStor
 
 @pytest.fixture
 def edge_store(tmp_path: Path) -> Iterator[VectorStore]:
-    from rag.store.edge import EdgeStore
+    from rag.store import EdgeStore
 
     opened = EdgeStore(tmp_path / "edge")
     yield opened
@@ -98,8 +98,8 @@ def indexed(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> dic
     """The ask tests' index "docs" (mixed corpus, catalogue, a filing when the shared data is
     here) and "whole" (one passage larger than half the CPU engine's window)."""
     from rag.indexes import ChunkingSpec, IndexSpec
-    from rag.store.edge import EdgeStore
-    from rag.sync import FolderSync
+    from rag.ingest import FolderSync
+    from rag.store import EdgeStore
     from tests.asking import write_catalogue
     from tests.documents import write_corpus
 

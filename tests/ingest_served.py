@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from rag.embedding import Embedder
-from rag.keys import KeyStore
-from rag.service_record import TOKEN_HEADER, read_record, record_path
+from rag.embed import Embedder
+from rag.guard import KeyStore
+from rag.guard.service_record import TOKEN_HEADER, read_record, record_path
 from tests.service import index_corpus, start_api
 
 RAG_INGEST = Path(sys.executable).parent / "rag-ingest"

@@ -19,12 +19,10 @@ import psutil
 import uvicorn
 from fastapi import FastAPI
 
-from rag.embedding import Embedder
+from rag.embed import Embedder, SparseEncoder
 from rag.indexes import ChunkingSpec, IndexMeta, IndexSpec
-from rag.sparse import SparseEncoder
-from rag.store.base import StoredChunk, path_prefixes
-from rag.store.edge import EdgeStore
-from rag.sync import FolderSync
+from rag.ingest import FolderSync
+from rag.store import EdgeStore, StoredChunk, path_prefixes
 from tests.documents import write_corpus
 
 T = TypeVar("T")

@@ -12,11 +12,11 @@ import pytest
 
 from api.app import create_app
 from rag.config import Settings
-from rag.embedding import Embedder
+from rag.embed import Embedder
+from rag.guard import KeyStore
 from rag.indexes import IndexSpec
-from rag.keys import KeyStore
-from rag.store.edge import EdgeStore
-from rag.sync import FolderSync
+from rag.ingest import FolderSync
+from rag.store import EdgeStore
 from tests.asking import readme_curl_asks, run_curl_line
 from tests.service import RunningService, index_corpus
 

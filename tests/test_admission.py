@@ -1,4 +1,4 @@
-"""Admission control sized to the engine (rag/admission.py).
+"""Admission control sized to the engine (rag/guard/admission.py).
 
 The controller's rules with real asyncio (lanes, aging, deadlines, release on every path) and
 the capacity read from the real engine's /metrics; the acceptance against a service over the
@@ -14,15 +14,15 @@ from typing import Any, TypeVar
 
 import pytest
 
-from rag.admission import (
+from rag.engine import EngineClient
+from rag.guard import (
     AdmissionController,
     AskTooLargeError,
     OverloadedError,
     TimeoutTooLongError,
     before,
 )
-from rag.capacity import EngineCapacity, kv_tokens_from_metrics, learn_capacity
-from rag.llm import EngineClient
+from rag.guard.capacity import EngineCapacity, kv_tokens_from_metrics, learn_capacity
 
 T = TypeVar("T")
 

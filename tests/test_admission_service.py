@@ -1,4 +1,4 @@
-"""Admission control's acceptance against the real CPU engine (rag/admission.py).
+"""Admission control's acceptance against the real CPU engine (rag/guard/admission.py).
 
 A service with a small capacity, sent a burst beyond it; lanes and deadlines over HTTP; an
 admitted ask's wait for the engine bounded by its deadline rather than the engine client's
@@ -22,11 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
-from rag.admission import AdmissionController, OverloadedError
-from rag.answer import Answerer, AskOptions, Timings
-from rag.embedding import Embedder
-from rag.keys import Principal
-from rag.ratelimit import RateLimitedError, RateLimiter
+from rag.ask import Answerer, AskOptions, Timings
+from rag.embed import Embedder
+from rag.guard import AdmissionController, OverloadedError, Principal, RateLimitedError, RateLimiter
 from tests.service import RunningService, index_corpus
 
 SHORT = {"question": "What is the travel budget?", "top_k": 1, "max_tokens": 32}  # ~300 tokens

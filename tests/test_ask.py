@@ -11,10 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from rag.answer import AskOptions
-from rag.engine import EngineProcess
-from rag.llm import prefix_cache_counters
-from rag.prompt import SYSTEM_PROMPT
+from rag.ask import AskOptions
+from rag.ask.prompt import SYSTEM_PROMPT
+from rag.engine import EngineProcess, prefix_cache_counters
 from tests.asking import sse_events
 from tests.service import RunningService
 
@@ -283,10 +282,9 @@ def test_engine_outage_gives_503_and_readyz_reports_it_until_it_is_back(
 def test_the_in_process_tokenizer_counts_exactly_what_the_engine_counts(
     engine: EngineProcess,
 ) -> None:
-    from rag.llm import EngineClient
-    from rag.prompt import build_messages
-    from rag.store.base import Hit
-    from rag.tokens import EngineTokenCounter, LocalTokenCounter
+    from rag.ask import EngineTokenCounter, LocalTokenCounter, build_messages
+    from rag.engine import EngineClient
+    from rag.store import Hit
 
     passages = [
         Hit(

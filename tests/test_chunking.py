@@ -9,11 +9,10 @@ import time
 
 import pytest
 
-from rag.chunking import Chunked, build_chunker
-from rag.documents import Section, parse_document
-from rag.embedding import Embedder
+from rag.embed import Embedder, WordPieces
 from rag.indexes import ChunkingSpec
-from rag.wordpieces import WordPieces
+from rag.ingest.chunking import Chunked, build_chunker
+from rag.ingest.documents import Section, parse_document
 from tests.documents import MARKDOWN, PAGE_ONE, PAGE_TWO
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -84,7 +83,7 @@ def test_wordpieces_tokenise_exactly_like_the_embedder(
 
 def test_wordpieces_load_without_torch_or_transformers() -> None:
     code = (
-        "import sys; from rag.wordpieces import WordPieces; "
+        "import sys; from rag.embed.wordpieces import WordPieces; "
         f"assert WordPieces({MODEL!r}).count('hello world') == 2; "
         "assert not {'torch', 'transformers'} & set(sys.modules), 'heavy import'"
     )

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from rag.config import Settings
-from rag.embedding import resolve_model
+from rag.embed import resolve_model
 from rag.indexes import DEFAULT_EMBED_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]

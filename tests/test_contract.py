@@ -13,7 +13,7 @@ from schemathesis import GenerationMode
 
 from api.app import create_app
 from rag.config import Settings
-from rag.embedding import Embedder
+from rag.embed import Embedder
 from tests.service import RunningService, index_corpus
 
 pytestmark = pytest.mark.engine

@@ -14,12 +14,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from rag.embedding import Embedder
+from rag.ask import Retriever, build_messages, order_passages
+from rag.embed import Embedder, SparseEncoder
 from rag.indexes import ChunkingSpec, IndexMeta
-from rag.prompt import build_messages, order_passages
-from rag.retrieval import Retriever
-from rag.sparse import SparseEncoder
-from rag.store.base import Fusion, SearchFilter, StoredChunk, VectorStore, path_prefixes
+from rag.store import Fusion, SearchFilter, StoredChunk, VectorStore, path_prefixes
 from tests.conftest import SCIFACT_DIR, require_shared
 
 ABSTRACTS = 60

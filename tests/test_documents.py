@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from rag.documents import decode_text, parse_document
 from rag.errors import DocumentError
+from rag.ingest.documents import decode_text, parse_document
 from tests.documents import HTML, MARKDOWN
 
 TEXT = "Crème brûlée – naïve café ☕ 東京\nsecond line"

@@ -1,4 +1,4 @@
-"""Questions that arrive together are embedded together (rag/embed_batcher.py), with the real
+"""Questions that arrive together are embedded together (rag/embed/batcher.py), with the real
 MiniLM: fewer forward passes than questions, the same vectors as one by one, nothing waits on a
 timer, a failing pass fails only its own questions, and the service's asks go through it.
 Awaited on the event loop, a whole burst joins one pass however small the thread pool, and the
@@ -15,13 +15,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from rag.embed_batcher import QueryBatcher
-from rag.embedding import Embedder, Vectors
+from rag.ask import Retriever
+from rag.embed import Embedder, QueryBatcher, SparseEncoder, Vectors
 from rag.indexes import IndexSpec
-from rag.retrieval import Retriever
-from rag.sparse import SparseEncoder
-from rag.store.edge import EdgeStore
-from rag.sync import FolderSync
+from rag.ingest import FolderSync
+from rag.store import EdgeStore
 from tests.documents import write_corpus
 
 if TYPE_CHECKING:

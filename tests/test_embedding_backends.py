@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.embedding import Backend, Embedder, Vectors
+from rag.embed import Backend, Embedder, Vectors
 from rag.errors import RagError
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.embedding import Embedder, resolve_model
+from rag.embed import Embedder, resolve_model
 from rag.evaluation import BeirData, Evaluation, load_beir, metrics
-from rag.store.edge import EdgeStore
+from rag.store import EdgeStore
 from tests.conftest import SCIFACT_DIR, require_shared
 
 pytestmark = pytest.mark.shared_data

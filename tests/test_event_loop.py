@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from rag.embedding import Embedder
-from rag.store.edge import EdgeStore
+from rag.embed import Embedder
+from rag.store import EdgeStore
 from tests.service import index_passages, start_api
 from tests.test_prompt_counts import served_folder
 

@@ -16,10 +16,9 @@ from typing import Any
 import psutil
 import pytest
 
-from rag.embedding import Embedder
-from rag.retrieval import Retriever
-from rag.sparse import SparseEncoder
-from rag.store.edge import EdgeStore
+from rag.ask import Retriever
+from rag.embed import Embedder, SparseEncoder
+from rag.store import EdgeStore
 from tests.hostile import NON_UTF8_NAME, HostileFolder, build_hostile_folder
 
 BIN = Path(sys.executable).parent

@@ -1,4 +1,4 @@
-"""Embedding through an OpenAI-compatible /v1/embeddings service (rag/embed_http.py): vLLM's
+"""Embedding through an OpenAI-compatible /v1/embeddings service (rag/embed/http.py): vLLM's
 CPU build serving MiniLM with the pooling runner, started once for the session (or the one
 ``RAG_TEST_EMBED_URL`` names). Its vectors equal sentence-transformers', an index built through
 it answers, and a service serving another model is refused."""
@@ -18,8 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from rag.embed_http import EmbedServiceError, HttpEmbedder
-from rag.embedding import Embedder, resolve_model
+from rag.embed import Embedder, EmbedServiceError, HttpEmbedder, resolve_model
 from tests.documents import write_corpus
 from tests.service import free_port
 
@@ -134,10 +133,10 @@ def test_ingest_and_ask_through_the_embedding_service(
     embed_url: str, engine_url: str, embedder: Embedder, tmp_path: Path
 ) -> None:
     from api.app import create_app
+    from rag.ask import Retriever
     from rag.config import Settings
-    from rag.retrieval import Retriever
-    from rag.sparse import SparseEncoder
-    from rag.store.edge import EdgeStore
+    from rag.embed import SparseEncoder
+    from rag.store import EdgeStore
     from tests.service import RunningService
 
     docs, data = tmp_path / "docs", tmp_path / "data"

@@ -17,8 +17,8 @@ from urllib.parse import quote
 
 import pytest
 
-from rag.embedding import Embedder
-from rag.service_record import TOKEN_HEADER, read_record
+from rag.embed import Embedder
+from rag.guard.service_record import TOKEN_HEADER, read_record
 from tests.ingest_served import (
     HARBOUR,
     LIGHTHOUSE,

@@ -1,4 +1,4 @@
-"""The job runner of ingestion over HTTP (rag/jobs.py) on the real store and embedder: one
+"""The job runner of ingestion over HTTP (rag/ingest/jobs.py) on the real store and embedder: one
 writer per index, and a shutdown that stops between files. The HTTP side is in
 test_ingest_jobs.py."""
 
@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from rag.embedding import Embedder
+from rag.embed import Embedder
 from rag.indexes import IndexSpec
-from rag.jobs import JobRunner, JobsClosedError
-from rag.store.edge import EdgeStore
-from rag.sync import FolderSync, IngestLimits
+from rag.ingest import FolderSync, IngestLimits
+from rag.ingest.jobs import JobRunner, JobsClosedError
+from rag.store import EdgeStore
 
 
 @pytest.fixture

@@ -27,8 +27,8 @@ from api.auth import (
     require_write,
 )
 from ingest.keys_cli import main as keys_main
-from rag.keys import ANONYMOUS, KeyStore, KeyStoreError, Limits, Principal
-from rag.ratelimit import RateLimitedError, RateLimiter
+from rag.guard import RateLimitedError, RateLimiter
+from rag.guard.keys import ANONYMOUS, KeyStore, KeyStoreError, Limits, Principal
 
 
 class ManualClock:

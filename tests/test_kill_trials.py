@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rag.store.edge import EdgeStore
+from rag.store import EdgeStore
 from tests.documents import write_corpus, write_pdf
 
 BIN = Path(sys.executable).parent

@@ -13,11 +13,11 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from api.app import create_app
-from rag.answer import Answer, Citation, Timings, Usage
-from rag.chat import sources_list
+from rag.ask.answer import Answer, Citation, Timings, Usage
+from rag.ask.chat import sources_list
 from rag.config import Settings
-from rag.embedding import Embedder
-from rag.keys import KeyStore
+from rag.embed import Embedder
+from rag.guard import KeyStore
 from tests.service import RunningService, index_corpus
 
 pytestmark = pytest.mark.engine

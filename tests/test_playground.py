@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from rag.keys import KeyStore, keys_path
+from rag.guard import KeyStore, keys_path
 from tests.service import RunningService, free_port
 
 if TYPE_CHECKING:

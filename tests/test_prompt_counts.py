@@ -10,10 +10,17 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from rag.llm import EngineClient
-from rag.prompt import FittedPrompt, PassageOrder, PromptBudget, build_messages
-from rag.store.base import Hit
-from rag.tokens import EngineTokenCounter, LocalTokenCounter, TokenCounter
+from rag.ask import (
+    EngineTokenCounter,
+    FittedPrompt,
+    LocalTokenCounter,
+    PassageOrder,
+    PromptBudget,
+    TokenCounter,
+    build_messages,
+)
+from rag.engine import EngineClient
+from rag.store import Hit
 
 pytestmark = pytest.mark.engine
 T = TypeVar("T")

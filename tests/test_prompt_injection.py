@@ -6,12 +6,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from rag.embedding import Embedder
-from rag.prompt import SYSTEM_PROMPT, build_messages, order_passages
-from rag.retrieval import Retriever
-from rag.sparse import SparseEncoder
-from rag.store.base import Hit
-from rag.store.edge import EdgeStore
+from rag.ask import Retriever
+from rag.ask.prompt import SYSTEM_PROMPT, build_messages, order_passages
+from rag.embed import Embedder, SparseEncoder
+from rag.store import EdgeStore, Hit
 from tests.service import index_passages
 
 INJECTION = (

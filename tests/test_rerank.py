@@ -8,13 +8,11 @@ from pathlib import Path
 import pytest
 from sentence_transformers import CrossEncoder
 
-from rag.embedding import Embedder, resolve_model
+from rag.ask import CrossEncoderReranker, Retriever
+from rag.embed import Embedder, SparseEncoder, resolve_model
 from rag.indexes import IndexSpec
-from rag.rerank import CrossEncoderReranker
-from rag.retrieval import Retriever
-from rag.sparse import SparseEncoder
-from rag.store.base import Hit, VectorStore
-from rag.sync import FolderSync
+from rag.ingest import FolderSync
+from rag.store import Hit, VectorStore
 from tests.documents import write_corpus
 
 

@@ -1,4 +1,4 @@
-"""The service record rag-api leaves in its data dir (rag/service_record.py): a token compared
+"""The service record rag-api leaves in its data dir (rag/guard/service_record.py): a token compared
 as bytes, and a record whose pid now names another process is stale."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from rag.service_record import read_record, running_service, write_record
+from rag.guard.service_record import read_record, running_service, write_record
 
 
 def test_a_token_with_any_characters_is_compared_without_error(tmp_path: Path) -> None:

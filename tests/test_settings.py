@@ -1,4 +1,4 @@
-"""Every setting documented in the README's Configuration table takes effect.
+"""Every setting documented in docs/configuration.md's Configuration table takes effect.
 
 The table is parsed; each `RAG_*` name in it must have a check in `CHECKS`, which sets the
 variable in the environment (as an operator would), builds the service the way `rag-api` does
@@ -23,22 +23,23 @@ from api.app import _supervisor, create_app
 from api.cli import limit_torch_threads
 from api.metrics import ServiceMetrics
 from rag.config import Settings
-from rag.embedding import Embedder
-from rag.engine import local_engine_config
+from rag.embed import Embedder
+from rag.engine import EngineClient, local_engine_config
+from rag.guard import KeyStore
 from rag.indexes import IndexSpec
-from rag.keys import KeyStore
-from rag.llm import EngineClient
 from tests import ingest_checks
 from tests.service import RunningService, free_port, index_corpus, start_api
 from tests.test_rerank import tiny_cross_encoder  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.engine
-README = Path(__file__).resolve().parents[1] / "README.md"
+CONFIGURATION = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
 
 def documented_settings() -> list[str]:
-    text = README.read_text(encoding="utf-8")
-    table = text[text.index("## Configuration") : text.index("## Asking")]
+    text = CONFIGURATION.read_text(encoding="utf-8")
+    start = text.index("## Configuration")
+    end = text.find("\n## ", start)
+    table = text[start : end if end != -1 else len(text)]
     names: list[str] = []
     for line in table.splitlines():
         if line.startswith("| `RAG_"):
@@ -335,7 +336,7 @@ def check_embed_backend(world: World) -> None:
 def check_embed_device(world: World) -> None:
     import torch
 
-    from rag.embedding import embedder_from
+    from rag.embed import embedder_from
     from rag.errors import RagError
 
     with world.serve(RAG_EMBED_DEVICE="cpu", RAG_EMBED_BACKEND="torch") as running:
@@ -344,7 +345,7 @@ def check_embed_device(world: World) -> None:
     world.monkeypatch.setenv("RAG_EMBED_DEVICE", "cuda")
     if not torch.cuda.is_available():
         with pytest.raises(RagError, match="no CUDA device"):
-            embedder_from(Settings(), "sentence-transformers/all-MiniLM-L6-v2")
+            embedder_from(Settings().embed_options(), "sentence-transformers/all-MiniLM-L6-v2")
         return
     with world.serve() as running:  # a GPU runs torch, whatever the CPU backend setting
         embedder = running.app.state.services.answerer.retriever.embedder
@@ -354,7 +355,7 @@ def check_embed_device(world: World) -> None:
 def check_embed_url(world: World) -> None:
     """The service embeds through the URL: the chat engine there serves no MiniLM, and the
     embedder says so (tests/test_http_embedder.py asks through a real embedding server)."""
-    from rag.embed_http import EmbedServiceError
+    from rag.embed import EmbedServiceError
 
     with world.serve(RAG_EMBED_URL=world.engine_url) as running:
         embedder = running.app.state.services.answerer.retriever.embedder

@@ -5,17 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rag.embed import SparseEncoder
 from rag.errors import IndexNotFoundError
 from rag.indexes import ChunkingSpec, IndexMeta
-from rag.sparse import SparseEncoder
-from rag.store.base import (
-    Fusion,
-    SearchFilter,
-    SearchQuery,
-    StoredChunk,
-    VectorStore,
-    path_prefixes,
-)
+from rag.store import Fusion, SearchFilter, SearchQuery, StoredChunk, VectorStore, path_prefixes
 
 DIM = 8
 

@@ -11,7 +11,7 @@ import httpx
 import psutil
 import pytest
 
-from rag.embedding import Embedder
+from rag.embed import Embedder
 from tests.service import engine_processes, index_corpus, start_api
 
 pytestmark = pytest.mark.engine

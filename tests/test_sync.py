@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from pypdf import PdfReader
 
-from rag.embedding import Embedder
+from rag.embed import Embedder
 from rag.errors import IndexMismatchError
 from rag.indexes import ChunkingSpec, IndexMeta, IndexSpec
-from rag.store.base import StoredChunk, VectorStore
-from rag.sync import FolderSync
+from rag.ingest import FolderSync
+from rag.store import StoredChunk, VectorStore
 from tests.conftest import SEC_DIR, require_shared
 from tests.documents import (
     PAGE_TWO,
@@ -267,7 +267,7 @@ def test_a_known_passage_of_a_real_10q_has_the_right_page_and_span(
 
 def test_large_real_filings_parse_within_the_raised_pdf_limits() -> None:
     """Microsoft's 10-Qs hold arrays beyond pypdf's default cap of 100,000 elements."""
-    from rag.documents import parse_document
+    from rag.ingest import parse_document
 
     filing = require_shared(SEC_DIR) / "2023 Q1 MSFT.pdf"
     sections = parse_document(filing.read_bytes(), "pdf")

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from ingest.keys_cli import main as keys_main
-from rag.keys import KeyStore, KeyStoreError
+from rag.guard import KeyStore, KeyStoreError
 from tests.test_keys import app_with, bearer
 
 

@@ -1,4 +1,5 @@
-"""The LLM engine: vLLM's OpenAI-compatible server, managed here or reached by URL."""
+"""The LLM engine: vLLM's OpenAI-compatible server, managed here (started, supervised) or
+reached by URL, and the client every answer goes through."""
 
 from __future__ import annotations
 
@@ -8,7 +9,17 @@ import sys
 from pathlib import Path
 
 from rag.config import Settings
+from rag.engine.client import (
+    Delta,
+    EngineClient,
+    EngineRejectedError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+    Message,
+    prefix_cache_counters,
+)
 from rag.engine.process import EngineConfig, EngineProcess, EngineStartError
+from rag.engine.supervisor import EngineSupervisor
 
 GPU_MODEL = "Qwen/Qwen3-4B-Instruct-2507"
 GPU_MAX_MODEL_LEN = 262144
@@ -77,10 +88,18 @@ def local_engine_config(settings: Settings) -> EngineConfig:
 
 
 __all__ = [
+    "Delta",
+    "EngineClient",
     "EngineConfig",
     "EngineProcess",
+    "EngineRejectedError",
     "EngineStartError",
+    "EngineSupervisor",
+    "EngineTimeoutError",
+    "EngineUnavailableError",
+    "Message",
     "engine_python",
     "local_engine_config",
+    "prefix_cache_counters",
     "prepare_cpu_model",
 ]

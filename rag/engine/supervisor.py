@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from rag.engine.client import EngineUnavailableError
 from rag.engine.process import EngineProcess
-from rag.llm import EngineUnavailableError
 
 log = logging.getLogger("rag.engine")
 

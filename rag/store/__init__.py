@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from rag.config import Settings
+from rag.embed import SparseVector
 from rag.store.base import (
+    Fusion,
     Hit,
     SearchFilter,
     SearchMode,
     SearchQuery,
-    SparseVector,
     StoredChunk,
     VectorStore,
+    path_prefixes,
 )
+from rag.store.edge import EdgeStore
 
 
 def open_store(settings: Settings) -> VectorStore:
@@ -20,12 +23,12 @@ def open_store(settings: Settings) -> VectorStore:
         from rag.store.server import ServerStore
 
         return ServerStore.connect(settings.qdrant_url, settings.qdrant_api_key)
-    from rag.store.edge import EdgeStore
-
     return EdgeStore(settings.data_dir)
 
 
 __all__ = [
+    "EdgeStore",
+    "Fusion",
     "Hit",
     "SearchFilter",
     "SearchMode",
@@ -34,4 +37,5 @@ __all__ = [
     "StoredChunk",
     "VectorStore",
     "open_store",
+    "path_prefixes",
 ]

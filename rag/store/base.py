@@ -9,6 +9,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from rag.embed import SparseVector
 from rag.indexes import IndexMeta
 
 DENSE = "dense"
@@ -16,18 +17,12 @@ SPARSE = "bm25"
 SearchMode = Literal["dense", "sparse", "hybrid"]
 # How a hybrid query fuses its dense and sparse rankings inside Qdrant: distribution-based
 # score fusion (each branch's scores normalised by their mean and spread) or reciprocal rank
-# fusion. DBSF wins on SciFact (README, `make eval`).
+# fusion. DBSF wins on SciFact (docs/benchmarks.md, `make eval`).
 Fusion = Literal["dbsf", "rrf"]
 
 # Payload fields with an index: exact lookups for sync, filters for retrieval.
 KEYWORD_FIELDS = ("root", "source", "dirs", "type", "sha256")
 FLOAT_FIELDS = ("mtime",)
-
-
-@dataclass(frozen=True)
-class SparseVector:
-    indices: list[int]
-    values: list[float]
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 import qdrant_edge as qe
 
+from rag.embed import SparseVector
 from rag.errors import IndexNotFoundError, StoreUnavailableError
 from rag.indexes import IndexMeta
 from rag.store.base import (
@@ -21,7 +22,6 @@ from rag.store.base import (
     Hit,
     SearchFilter,
     SearchQuery,
-    SparseVector,
     StoredChunk,
     normalise_prefix,
 )

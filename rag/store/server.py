@@ -8,6 +8,7 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from rag.embed import SparseVector
 from rag.errors import IndexNotFoundError, StoreUnavailableError
 from rag.indexes import IndexMeta
 from rag.store.base import (
@@ -18,7 +19,6 @@ from rag.store.base import (
     Hit,
     SearchFilter,
     SearchQuery,
-    SparseVector,
     StoredChunk,
     normalise_prefix,
 )

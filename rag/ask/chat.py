@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from rag.answer import Answer, AskEvent, AskOptions, Citation, CitationsEvent, DoneEvent
+from rag.ask.answer import Answer, AskEvent, AskOptions, Citation, CitationsEvent, DoneEvent
 from rag.errors import IndexNotFoundError
 from rag.indexes import IndexMeta, check_index_name
-from rag.store.base import VectorStore
+from rag.store import VectorStore
 
 MODEL_PREFIX = "rag:"
 OWNER = "rag-service"

@@ -2,10 +2,10 @@
 
 An ask reserves its prompt tokens plus its max output tokens (what the engine may have to hold
 for it) for as long as the engine works on it. It starts at once while the reservations fit the
-engine's capacity (rag/capacity.py) and fewer than its max sequences run; otherwise it waits in
-a bounded queue with two lanes: asks reserving at most ``short_tokens`` go before longer ones.
-Long asks together hold at most ``long_share`` of the capacity (one alone may hold more), so a
-few long-context asks never take the whole cache and short asks always find room beside them. A
+engine's capacity (rag/guard/capacity.py) and fewer than its max sequences run; otherwise it
+waits in a bounded queue with two lanes: asks reserving at most ``short_tokens`` go before longer
+ones. Long asks together hold at most ``long_share`` of the capacity (one alone may hold more),
+so a few long-context asks never take the whole cache and short asks always find room beside them. A
 long ask that has waited ``aging_s`` goes next, so a stream of short asks cannot starve it: once
 it is kept out only by the room short asks hold, new short asks wait for it; kept out by other
 long asks, it holds up no short ask. Each ask has a deadline to its first token. It is refused
@@ -28,9 +28,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, NoReturn, TypeVar
 
-from rag.capacity import EngineCapacity
+from rag.engine import EngineUnavailableError
 from rag.errors import RagError
-from rag.llm import EngineUnavailableError
+from rag.guard.capacity import EngineCapacity
 
 T = TypeVar("T")
 Lane = Literal["short", "long"]

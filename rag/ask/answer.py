@@ -14,12 +14,12 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from rag.admission import AdmissionController, before
+from rag.ask.prompt import FittedPrompt, PassageOrder, PromptBudget
+from rag.ask.retrieval import Retriever
+from rag.engine import Delta, EngineClient
 from rag.errors import IndexNotFoundError, RagError
-from rag.llm import Delta, EngineClient
-from rag.prompt import FittedPrompt, PassageOrder, PromptBudget
-from rag.retrieval import Retriever
-from rag.store.base import Hit, SearchFilter
+from rag.guard import AdmissionController, before
+from rag.store import Hit, SearchFilter
 
 NO_PASSAGES = "No passage in the index matches the question, so there is nothing to answer from."
 NO_FILTERED_PASSAGES = "No passage matches the filters, so there is nothing to answer from."
@@ -83,7 +83,7 @@ class Timings:
     search_ms: float = 0.0
     rerank_ms: float = 0.0
     prompt_ms: float = 0.0
-    queue_ms: float = 0.0  # waiting for admission (rag/admission.py)
+    queue_ms: float = 0.0  # waiting for admission (rag/guard/admission.py)
     ttft_ms: float | None = None
     total_ms: float = 0.0
 

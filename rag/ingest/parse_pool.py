@@ -27,15 +27,15 @@ from typing import Any, cast
 
 import psutil
 
-from rag import parse_worker
+import rag.ingest.parse_worker as parse_worker
 from rag.errors import RagError
-from rag.parse_worker import Failed, Outcome, Task, WorkerConfig
+from rag.ingest.parse_worker import Failed, Outcome, Task, WorkerConfig
 
 log = logging.getLogger("rag.ingest")
 START_TIMEOUT_S = 120.0
 WATCH_INTERVAL_S = 0.05
 _DONE = object()
-PRELOAD = ["rag.parse_worker", "pypdf", "llama_index.core.node_parser"]
+PRELOAD = ["rag.ingest.parse_worker", "pypdf", "llama_index.core.node_parser"]
 START_ATTEMPTS = 3
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rag.embedding import resolve_model
-from rag.store.base import Hit
+from rag.embed import resolve_model
+from rag.store import Hit
 
 
 class CrossEncoderReranker:

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from rag.embedding import Vectors
+from rag.embed.base import Vectors
 from rag.errors import RagError
 
 
@@ -75,7 +75,7 @@ class HttpEmbedder:
     @functools.cached_property
     def max_tokens(self) -> int:
         """Text tokens per input, from the model's own tokenizer (ingest's chunker uses it too)."""
-        from rag.wordpieces import WordPieces
+        from rag.embed.wordpieces import WordPieces
 
         return WordPieces(self.model_id).max_tokens
 

@@ -3,7 +3,7 @@
 A worker that chunks text needs the embedder's exact tokens, not its weights. The model
 folder's ``tokenizer.json`` is loaded with the ``tokenizers`` library alone (no torch, no
 transformers); only a model without that file falls back to transformers, once, to convert
-its slow tokenizer. Ids, offsets and counts equal ``rag.embedding.Embedder``'s.
+its slow tokenizer. Ids, offsets and counts equal ``rag.embed.embedder.Embedder``'s.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rag.embedding import resolve_model
+from rag.embed.base import resolve_model
 from rag.errors import RagError
 
 # A tokenizer that does not know its model's window would otherwise report ~1e30.

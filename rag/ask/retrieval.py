@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from rag.embedding import TextEmbedder, Vectors
-from rag.sparse import SparseEncoder
-from rag.store.base import Fusion, Hit, SearchFilter, SearchMode, SearchQuery, VectorStore
+from rag.embed import SparseEncoder, TextEmbedder, Vectors
+from rag.store import Fusion, Hit, SearchFilter, SearchMode, SearchQuery, VectorStore
 
 # Scores agreeing to this many decimals count as a tie (and are ordered by id): cosine and
 # DBSF scores are O(1) and RRF ranks differ by >= 1e-4, while run-to-run noise is ~1e-7.

@@ -22,15 +22,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rag.config import Settings
-from rag.discovery import SourceFile, discover
-from rag.embed_http import EmbedServiceError
-from rag.embedding import TextEmbedder, embedder_from
+from rag.embed import EmbedServiceError, TextEmbedder, embedder_from
 from rag.errors import IndexMismatchError, IndexNotFoundError, RagError, StoreUnavailableError
 from rag.indexes import IndexSpec
-from rag.paths import from_fields
-from rag.report import SyncReport
-from rag.store.base import VectorStore
-from rag.sync import FolderSync, IngestLimits, default_workers
+from rag.ingest.discovery import SourceFile, discover
+from rag.ingest.paths import from_fields
+from rag.ingest.report import SyncReport
+from rag.ingest.sync import FolderSync, IngestLimits, default_workers
+from rag.store import VectorStore
 
 log = logging.getLogger("rag.jobs")
 JobState = Literal["queued", "running", "succeeded", "failed"]
@@ -158,7 +157,7 @@ class IndexSyncs:
     def _embedder(self, model: str) -> TextEmbedder:
         with self._lock:
             if model not in self._embedders:
-                self._embedders[model] = embedder_from(self.settings, model)
+                self._embedders[model] = embedder_from(self.settings.embed_options(), model)
             return self._embedders[model]
 
     def __call__(self, index: str) -> FolderSync:

@@ -2,7 +2,7 @@
 
 Everything that can hang, crash or swallow memory on a hostile file (pypdf, the HTML and text
 decoders, the splitter) runs here, never in the process that embeds and writes. The pool
-(``rag.parse_pool``) hands it tasks over a pipe, kills it when a file takes too long or its
+(``rag.ingest.parse_pool``) hands it tasks over a pipe, kills it when a file takes too long or its
 memory passes the limit, and starts a new one. The address-space limit set here is a backstop
 for allocations too fast for the pool's watchdog to see.
 """
@@ -19,12 +19,12 @@ import traceback
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 
-from rag.chunking import Chunk, build_chunker
-from rag.documents import Section, parse_document
+from rag.embed import WordPieces
 from rag.errors import DocumentError
 from rag.indexes import ChunkingSpec
-from rag.reading import read_file
-from rag.wordpieces import WordPieces
+from rag.ingest.chunking import Chunk, build_chunker
+from rag.ingest.documents import Section, parse_document
+from rag.ingest.reading import read_file
 
 PR_SET_PDEATHSIG = 1
 # Sections larger than this are cut (at a paragraph, line or space) before chunking, so that the

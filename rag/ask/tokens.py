@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from rag.llm import EngineClient, Message
+from rag.engine import EngineClient, Message
 
 
 class TokenCounter(Protocol):

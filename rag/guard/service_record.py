@@ -11,7 +11,7 @@ process's start time is recorded with its pid, so a pid reused by another proces
 taken for the service. The token
 proves that a caller can read the service's data dir, i.e. runs on this machine as the
 service's operator: with it a sync may name any folder the service can read (see
-``rag.ingest_paths``). It is compared in constant time and never logged.
+``rag.ingest.server_paths``). It is compared in constant time and never logged.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rag.documents import file_type
-from rag.reading import os_reason, special_kind, too_large_reason
+from rag.ingest.documents import file_type
+from rag.ingest.reading import os_reason, special_kind, too_large_reason
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import qdrant_edge as qe
 
-from rag.store.base import SparseVector
+from rag.embed.base import SparseVector
 
 
 class SparseEncoder:

@@ -25,18 +25,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rag.chunking import Chunk
-from rag.discovery import Entry, SourceFile, discover
-from rag.embedding import TextEmbedder
+from rag.embed import SparseEncoder, TextEmbedder
 from rag.errors import DocumentError
 from rag.indexes import IndexMeta, IndexSpec
-from rag.parse_pool import ParsePool
-from rag.parse_worker import Failed, Parsed, Task, WorkerConfig
-from rag.paths import from_fields, name_bytes, path_fields, uuid5_bytes
-from rag.reading import hash_file
-from rag.report import SyncReport
-from rag.sparse import SparseEncoder
-from rag.store.base import StoredChunk, VectorStore, path_prefixes
+from rag.ingest.chunking import Chunk
+from rag.ingest.discovery import Entry, SourceFile, discover
+from rag.ingest.parse_pool import ParsePool
+from rag.ingest.parse_worker import Failed, Parsed, Task, WorkerConfig
+from rag.ingest.paths import from_fields, name_bytes, path_fields, uuid5_bytes
+from rag.ingest.reading import hash_file
+from rag.ingest.report import SyncReport
+from rag.store import StoredChunk, VectorStore, path_prefixes
 
 log = logging.getLogger("rag.ingest")
 POINT_NAMESPACE = uuid.UUID("8f6b1c2e-7d1a-4a8e-9a57-3d1f0c2b9e41")

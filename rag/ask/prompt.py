@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from rag.ask.tokens import TokenCounter
+from rag.engine import EngineClient, Message
 from rag.errors import RagError
-from rag.llm import EngineClient, Message
-from rag.store.base import Hit, VectorStore
-from rag.tokens import TokenCounter
+from rag.store import Hit, VectorStore
 
 SYSTEM_PROMPT = (
     "You are a careful assistant that answers questions about a company's private documents.\n"

@@ -24,7 +24,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from rag.embedding import Vectors
+from rag.embed.base import Vectors
 
 Encode = Callable[[list[str]], Vectors]
 

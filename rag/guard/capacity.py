@@ -15,8 +15,8 @@ import logging
 import re
 from dataclasses import dataclass
 
+from rag.engine import EngineClient
 from rag.errors import RagError
-from rag.llm import EngineClient
 
 log = logging.getLogger("rag.admission")
 

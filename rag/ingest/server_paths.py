@@ -18,9 +18,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from rag.discovery import WithinRoots
 from rag.errors import RagError
-from rag.keys import PermissionDeniedError
+from rag.guard import PermissionDeniedError
+from rag.ingest.discovery import WithinRoots
 
 UPLOADS = "uploads"
 

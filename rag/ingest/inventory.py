@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag.errors import IndexNotFoundError
-from rag.store.base import VectorStore
+from rag.store import VectorStore
 
 
 @dataclass(frozen=True)

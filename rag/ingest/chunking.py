@@ -22,11 +22,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rag.documents import Section
+from rag.ingest.documents import Section
 
 if TYPE_CHECKING:
+    from rag.embed import WordPieces
     from rag.indexes import ChunkingSpec
-    from rag.wordpieces import WordPieces
 
 CountTokens = Callable[[str], int]
 TokenOffsets = Callable[[str], list[tuple[int, int]]]

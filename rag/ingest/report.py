@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag.discovery import Entry
-from rag.paths import path_fields
+from rag.ingest.discovery import Entry
+from rag.ingest.paths import path_fields
 
 STAGES = ("scan", "read", "parse", "chunk", "embed", "write")
 

@@ -1,0 +1,65 @@
+"""Answering: hybrid retrieval, reranking, the prompt fitted to the engine's window, the
+answer with its citations, and the OpenAI-compatible chat over the same path."""
+
+from __future__ import annotations
+
+from rag.ask.answer import (
+    Answer,
+    Answerer,
+    AskEvent,
+    AskOptions,
+    CitationsEvent,
+    DoneEvent,
+    OutputTooLongError,
+    Timings,
+    answer_json,
+    max_output_bound,
+)
+from rag.ask.chat import Completion, chat_options, model_cards
+from rag.ask.prompt import (
+    BLOCK_END,
+    FittedPrompt,
+    NoPassageFitsError,
+    PassageOrder,
+    PromptBudget,
+    PromptTooLongError,
+    build_messages,
+    canonical_key,
+    order_passages,
+    passage_block,
+)
+from rag.ask.rerank import CrossEncoderReranker
+from rag.ask.retrieval import Reranker, Retriever
+from rag.ask.tokens import EngineTokenCounter, LocalTokenCounter, TokenCounter
+
+__all__ = [
+    "Answer",
+    "Answerer",
+    "AskEvent",
+    "AskOptions",
+    "BLOCK_END",
+    "CitationsEvent",
+    "Completion",
+    "CrossEncoderReranker",
+    "DoneEvent",
+    "EngineTokenCounter",
+    "FittedPrompt",
+    "LocalTokenCounter",
+    "NoPassageFitsError",
+    "OutputTooLongError",
+    "PassageOrder",
+    "PromptBudget",
+    "PromptTooLongError",
+    "Reranker",
+    "Retriever",
+    "Timings",
+    "TokenCounter",
+    "answer_json",
+    "build_messages",
+    "canonical_key",
+    "chat_options",
+    "max_output_bound",
+    "model_cards",
+    "order_passages",
+    "passage_block",
+]
