@@ -45,7 +45,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStor
     else:
         from qdrant_client import QdrantClient
 
-        from rag.store import ServerStore
+        from rag.store.server import ServerStore
 
         opened = ServerStore(QdrantClient(path=str(tmp_path / "qdrant-local")))
     yield opened
