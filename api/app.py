@@ -13,12 +13,17 @@ from fastapi import FastAPI
 
 from api.auth import Access
 from api.deps import Services
+from api.docs_page import router as docs_router
 from api.errors import install_error_handlers
+from api.headers import AllowedHosts, SecurityHeaders, default_allowed_hosts
 from api.ingest_routes import router as ingest_router
+from api.key_gate import KeyGate
+from api.mcp import McpRoute, mcp_sessions
+from api.methods import HeadLikeGet
 from api.metrics import ServiceMetrics
 from api.middleware import BodyLimit, CountRequests
 from api.openai_routes import router as openai_router
-from api.openapi import install_contract
+from api.openapi import install_contract, route_statuses
 from api.playground import router as playground_router
 from api.routes import router
 from rag.ask import (
@@ -32,7 +37,13 @@ from rag.ask import (
 )
 from rag.config import Settings
 from rag.embed import QueryBatcher, SparseEncoder, TextEmbedder, embedder_from
-from rag.engine import EngineClient, EngineProcess, EngineSupervisor, local_engine_config
+from rag.engine import (
+    EngineClient,
+    EngineProcess,
+    EngineSupervisor,
+    engine_key,
+    local_engine_config,
+)
 from rag.guard import (
     NOT_LEARNED,
     AdmissionController,
@@ -110,10 +121,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     async with AsyncExitStack() as stack:
         engine_process: EngineProcess | None = None
-        url = settings.llm_url
+        url, api_key = settings.llm_url, settings.llm_api_key
         tokenizer = settings.llm_tokenizer
         if url is None:
-            config = await asyncio.to_thread(local_engine_config, settings)
+            # A key only this process knows: other local users cannot use the engine's port.
+            api_key = engine_key()
+            config = await asyncio.to_thread(local_engine_config, settings, api_key=api_key)
             engine_process = EngineProcess(config, settings.data_dir / "logs" / "engine.log")
             engine_process.start()  # in the main thread: the child dies with this process
             stack.callback(engine_process.stop)  # the whole group, after a crash too
@@ -133,12 +146,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = EngineClient(
             url,
             model=settings.llm_model,
-            api_key=settings.llm_api_key,
+            api_key=api_key,
             timeout=settings.llm_timeout,
             repetition_penalty=settings.llm_repetition_penalty,
         )
         stack.push_async_callback(engine.aclose)
         metrics = ServiceMetrics()
+        metrics.prepare_requests(route_statuses(app.routes))
         admission = _admission(settings, metrics)
         supervisor = _supervisor(engine, engine_process, settings, metrics, admission)
         if engine_process is None:
@@ -204,6 +218,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             )
             stack.callback(remove_record, settings.data_dir, record)
             app.state.services.record = record
+        # The MCP server's tool calls use all of the above: started last, so stopped first.
+        app.state.mcp_sessions = mcp_sessions()
+        await stack.enter_async_context(app.state.mcp_sessions.run())
         # Everything built so far lives as long as the service: out of the collector's sight,
         # a full collection (triggered by a long-context ask's thousands of passages) no longer
         # walks the models' millions of objects while holding the event loop (~300 ms seen).
@@ -217,6 +234,8 @@ def create_app(settings: Settings, *, announce: bool = False) -> FastAPI:
         title="rag-service",
         summary="Questions answered from your documents, with citations.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load their scripts from a CDN: see api/docs_page.py
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.announce = announce
@@ -225,10 +244,18 @@ def create_app(settings: Settings, *, announce: bool = False) -> FastAPI:
     app.include_router(openai_router)
     app.include_router(ingest_router)
     app.include_router(playground_router)  # `/`: the page only, no key needed
+    if settings.api_docs:
+        app.include_router(docs_router)  # `/docs`: Swagger UI from the package, no key needed
+    app.router.routes.append(McpRoute())  # the MCP server (api/mcp.py)
     upload_bytes = int(settings.max_file_mb * 1_000_000) + 65536  # with the multipart framing
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_request_bytes, upload_max_bytes=upload_bytes
     )
-    app.add_middleware(CountRequests)  # outermost: counts the 413s of BodyLimit too
+    app.add_middleware(KeyGate)  # the key checked when a route first reads its body, first
+    app.add_middleware(CountRequests)  # counts the 401s of KeyGate and 413s of BodyLimit too
+    app.add_middleware(HeadLikeGet)  # copies the scope: outside CountRequests, which reads it
+    hosts = settings.allowed_hosts or default_allowed_hosts(settings.api_host)
+    app.add_middleware(AllowedHosts, hosts=hosts)
+    app.add_middleware(SecurityHeaders)  # outermost: on every response, 400s of the Host too
     install_contract(app)
     return app

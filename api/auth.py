@@ -3,7 +3,10 @@ key may read (403), and the per-key rate limits (429). Key material is never log
 
 The app's ``lifespan`` puts an ``Access`` on ``app.state.access``; routes depend on
 ``AdmittedDep`` (authenticated and within its request rate), ``PrincipalDep``
-(authenticated only) or ``MetricsAccessDep`` (``/metrics``); ``/healthz`` depends on neither.
+(authenticated only), ``ReadinessDep`` (``/readyz``) or ``MetricsAccessDep`` (``/metrics``);
+``/healthz`` depends on none. FastAPI reads a request's body before it runs dependencies, so
+``api.key_gate.KeyGate`` makes the same checks first, from the headers alone, and leaves the
+caller in ``request.state``, where these dependencies find it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from rag.guard import (
     ANONYMOUS,
     AuthenticationError,
     KeyStore,
+    KeysUnavailableError,
     PermissionDeniedError,
     Principal,
     RateLimitedError,
@@ -31,7 +35,9 @@ ACCESS_STATUSES: list[tuple[type[Exception], int, str]] = [
     (AuthenticationError, 401, "unauthenticated"),
     (PermissionDeniedError, 403, "permission_denied"),
     (RateLimitedError, 429, "rate_limited"),
+    (KeysUnavailableError, 503, "keys_unavailable"),
 ]
+KEYS_RETRY_AFTER_S = 30  # a key file is repaired by hand
 
 
 @dataclass
@@ -42,7 +48,9 @@ class Access:
     metrics_public: bool = False
 
     def required(self) -> bool:
-        return self.mode == "required" or (self.mode == "auto" and self.keys.has_keys())
+        """Whether callers need a key: always, never, or (auto) once keys have existed, even
+        when the last was revoked (``KeyStore.closed``)."""
+        return self.mode == "required" or (self.mode == "auto" and self.keys.closed())
 
     def authenticate(self, presented: str | None) -> Principal:
         """The caller's principal; anonymous (reads everything) only while keys are not required."""
@@ -76,8 +84,12 @@ def get_access(request: Request) -> Access:
 
 
 def authenticate(request: Request) -> Principal:
-    """Dependency: the caller, or 401. Does not take from the rate limits (see ``check_rate``)."""
-    return get_access(request).authenticate(presented_key(request))
+    """Dependency: the caller, or 401. Does not take from the rate limits (see ``admitted``)."""
+    found: Principal | None = getattr(request.state, "principal", None)  # by KeyGate, or before
+    if found is None:
+        found = get_access(request).authenticate(presented_key(request))
+        request.state.principal = found
+    return found
 
 
 def admitted(request: Request, principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
@@ -86,8 +98,9 @@ def admitted(request: Request, principal: Annotated[Principal, Depends(authentic
     Limits are per key: callers of a service without keys (or with RAG_AUTH=off) are not
     limited here.
     """
-    if principal is not ANONYMOUS:
+    if principal is not ANONYMOUS and not getattr(request.state, "admitted", False):
         get_access(request).limiter.check_request(principal)
+        request.state.admitted = True
     return principal
 
 
@@ -95,7 +108,17 @@ def metrics_access(request: Request) -> None:
     """Dependency of ``/metrics``: a key unless ``RAG_METRICS_PUBLIC=true``."""
     access = get_access(request)
     if not access.metrics_public:
-        access.authenticate(presented_key(request))
+        authenticate(request)
+
+
+def readiness(request: Request) -> str | None:
+    """Dependency of ``/readyz``: the caller is authenticated (401 otherwise), and a key file
+    that cannot be read is returned as its failing check (not ready) rather than raised."""
+    try:
+        authenticate(request)
+    except KeysUnavailableError as exc:
+        return f"unavailable: {exc}"
+    return None
 
 
 def require_read(principal: Principal, index: str) -> None:
@@ -128,6 +151,7 @@ def require_admin(principal: Principal) -> None:
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
 AdmittedDep = Annotated[Principal, Depends(admitted)]
 MetricsAccessDep = Annotated[None, Depends(metrics_access)]
+ReadinessDep = Annotated[str | None, Depends(readiness)]
 
 
 def access_error_headers(exc: Exception) -> dict[str, str] | None:
@@ -136,6 +160,8 @@ def access_error_headers(exc: Exception) -> dict[str, str] | None:
         return {"WWW-Authenticate": "Bearer"}
     if isinstance(exc, RateLimitedError):
         return {"Retry-After": exc.retry_after_header}
+    if isinstance(exc, KeysUnavailableError):
+        return {"Retry-After": str(KEYS_RETRY_AFTER_S)}
     return None
 
 

@@ -1,8 +1,10 @@
 """Commands around the service: `rag-api` serves it, `rag-engine` runs an engine in the
-foreground, `rag-ask` asks a running service from a terminal."""
+foreground, `rag-ask` asks a running service from a terminal, `rag-mcp` bridges an MCP client
+that speaks only stdio to a running service."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -43,26 +45,36 @@ def api_main(host: str | None, port: int | None, index: str | None, data_dir: Pa
     import uvicorn
 
     from api.app import create_app
+    from api.server import server_options
+    from rag.store import keep_files_private
 
+    keep_files_private()  # the data dir holds the documents' text and the keys: 0700/0600
     settings = _settings(api_host=host, api_port=port, index=index, data_dir=data_dir)
     limit_torch_threads(settings)
+    configure_logging()
+    uvicorn.run(create_app(settings, announce=True), **server_options(settings))
+
+
+def configure_logging() -> None:
+    """INFO for the service's own loggers; httpx's line per request (the engine's health
+    probe every second) only from WARNING up."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(
-        create_app(settings, announce=True),
-        host=settings.api_host,
-        port=settings.api_port,
-        timeout_graceful_shutdown=10,
-    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("mcp").setLevel(logging.WARNING)  # not a line per MCP request
 
 
 @click.command()
 @click.option("--port", type=int, envvar="RAG_ENGINE_PORT", help="Port (env RAG_ENGINE_PORT).")
 def engine_main(port: int | None) -> None:
-    """Start the local vLLM engine in the foreground (the one rag-api would start)."""
-    from rag.engine import EngineProcess, EngineStartError, local_engine_config
+    """Start the local vLLM engine in the foreground (the one rag-api would start), keyed with
+    RAG_LLM_API_KEY, else with a random key it prints once: clients send it as a bearer key."""
+    from rag.engine import EngineProcess, EngineStartError, engine_key, local_engine_config
+    from rag.store import keep_files_private
 
+    keep_files_private()
     settings = _settings(engine_port=port)
-    config = local_engine_config(settings)
+    key = settings.llm_api_key or engine_key()
+    config = local_engine_config(settings, api_key=key)
     process = EngineProcess(config, settings.data_dir / "logs" / "engine.log")
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -75,6 +87,12 @@ def engine_main(port: int | None) -> None:
     try:
         process.wait_ready(settings.engine_start_timeout)
         click.echo(f"engine ready at {config.url}/v1  (Ctrl-C stops it)", err=True)
+        shown = "$RAG_LLM_API_KEY" if settings.llm_api_key else key
+        click.echo(
+            f"every request needs its key, 'Authorization: Bearer <key>'; a service uses it "
+            f"with RAG_LLM_URL={config.url} RAG_LLM_API_KEY={shown}",
+            err=True,
+        )
         while process.running():
             time.sleep(1)
         click.echo(f"the engine exited:\n{process.log_tail()}", err=True)
@@ -180,3 +198,25 @@ def _ask_streaming(client: httpx.Client, body: dict[str, Any]) -> None:
                     sys.exit(1)
     click.echo()
     _print_sources(citations)
+
+
+@click.command()
+@click.option(
+    "--url",
+    envvar="RAG_API_URL",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="The running service (its /mcp endpoint is used).",
+)
+@click.option("--api-key", envvar="RAG_API_KEY", help="The service's API key (env RAG_API_KEY).")
+def mcp_main(url: str, api_key: str | None) -> None:
+    """Serve the service's MCP tools on stdin/stdout, for MCP clients that start a command
+    (desktop apps): each tool listing and call is forwarded to the service at --url."""
+    import anyio
+
+    from api.mcp_bridge import serve
+
+    # stdout carries the protocol: everything else goes to stderr, the client's log.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="rag-mcp: %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):  # the client stopped the bridge
+        anyio.run(serve, url, api_key)

@@ -11,12 +11,30 @@ from starlette.exceptions import HTTPException
 
 from api.auth import ACCESS_STATUSES, access_error_headers
 from api.cancel import ClientDisconnectedError
-from rag.ask import NoPassageFitsError, OutputTooLongError, PromptTooLongError
+from api.methods import allowed_methods
+from rag.ask import (
+    NoPassageFitsError,
+    OutputTooLongError,
+    PassageNotFoundError,
+    PromptTooLongError,
+)
 from rag.embed import EmbedServiceError
 from rag.engine import EngineRejectedError, EngineTimeoutError, EngineUnavailableError
-from rag.errors import IndexMismatchError, IndexNotFoundError, StoreUnavailableError
+from rag.errors import (
+    DiskFullError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    NotWritableError,
+    StoreUnavailableError,
+)
 from rag.guard import AskTooLargeError, OverloadedError, TimeoutTooLongError
-from rag.ingest import BadPathError, DocumentNotFoundError, JobNotFoundError
+from rag.ingest import (
+    BadPathError,
+    DocumentNotFoundError,
+    JobNotFoundError,
+    UnsupportedUploadError,
+    UploadQuotaError,
+)
 
 RETRY_AFTER_S = 5
 
@@ -32,10 +50,15 @@ STATUSES: list[tuple[type[Exception], int, str]] = [
     (IndexNotFoundError, 404, "unknown_index"),
     (JobNotFoundError, 404, "not_found"),
     (DocumentNotFoundError, 404, "not_found"),
+    (PassageNotFoundError, 404, "not_found"),
     (BadPathError, 422, "invalid_request"),
+    (UnsupportedUploadError, 415, "unsupported_media_type"),
+    (UploadQuotaError, 413, "upload_quota_exceeded"),
     (IndexMismatchError, 422, "index_mismatch"),
     (EngineUnavailableError, 503, "engine_unavailable"),
+    (DiskFullError, 507, "disk_full"),
     (StoreUnavailableError, 503, "store_unavailable"),
+    (NotWritableError, 503, "not_writable"),
     (EmbedServiceError, 503, "embedder_unavailable"),
     (EngineTimeoutError, 504, "engine_timeout"),
     (EngineRejectedError, 502, "engine_rejected"),
@@ -60,7 +83,12 @@ def error_body(exc: Exception) -> tuple[int, dict[str, Any]]:
     return 500, envelope("internal_error", "internal error; see the log")
 
 
-HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+HTTP_TYPES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -81,10 +109,14 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return JSONResponse(envelope("invalid_request", _validation_message(exc)), 422)
 
-    async def http(_: Request, exc: Exception) -> JSONResponse:
+    async def http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        body = envelope(HTTP_TYPES.get(exc.status_code, "http_error"), str(exc.detail))
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        kind = getattr(exc, "kind", None) or HTTP_TYPES.get(exc.status_code, "http_error")
+        body = envelope(kind, str(exc.detail))
+        headers = exc.headers
+        if exc.status_code == 405:  # every method of the path, not only the first route's
+            headers = {**(headers or {}), "Allow": allowed_methods(app.routes, request.scope)}
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     for kind, _, _ in STATUSES:
         app.add_exception_handler(kind, typed)

@@ -14,12 +14,13 @@ import os
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, UploadFile
+from fastapi import APIRouter, File, Header, Path, Query, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from api.auth import AdmittedDep, require_read, require_write
 from api.deps import Services, ServicesDep
+from api.media import JsonBody, MultipartBody
 from api.openapi import _error
 from rag.errors import IndexNotFoundError
 from rag.guard import ANONYMOUS, TOKEN_HEADER
@@ -33,7 +34,9 @@ from rag.ingest import (
     source_roots,
     summarise,
     sync_paths,
+    sync_roots,
     upload_dir,
+    upload_limits,
     uploaded_copy,
 )
 
@@ -41,7 +44,11 @@ router = APIRouter(prefix="/v1", tags=["ingestion"])
 
 IndexName = Annotated[
     str,
-    Path(description="The index.", json_schema_extra={"pattern": INDEX_NAME_PATTERN}),
+    Path(
+        description="The index.",
+        examples=["default"],
+        json_schema_extra={"pattern": INDEX_NAME_PATTERN},
+    ),
     AfterValidator(check_index_name),
 ]
 LocalToken = Annotated[
@@ -57,11 +64,20 @@ LocalToken = Annotated[
 class SyncRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    folders: list[StrictStr] = Field(
-        min_length=1, max_length=100, description="Absolute folders (or files) on the server."
+    folders: list[Annotated[StrictStr, Field(json_schema_extra={"pattern": "^/"})]] = Field(
+        min_length=1,
+        max_length=100,
+        description="Absolute folders (or files) on the server.",
+        examples=[["/srv/docs/handbook"]],
     )
     delete: StrictBool = Field(
         default=True, description="Remove the passages of files gone from these folders."
+    )
+    follow_links: StrictBool = Field(
+        default=False,
+        description="Follow symlinks out of the named folders (`rag-ingest --follow-links`); "
+        "only for an admin key or the local token: other callers stay inside "
+        "RAG_INGEST_ROOTS whatever they ask.",
     )
 
 
@@ -82,6 +98,25 @@ ACCESS: dict[int | str, dict[str, Any]] = {
     503: _error("The service is shutting down."),
 }
 CREATED: dict[int | str, dict[str, Any]] = {202: JOB_RESPONSE, **ACCESS}
+# What a route with a body may also answer.
+SYNC_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **CREATED,
+    413: _error("The body is larger than RAG_MAX_REQUEST_BYTES (`body_too_large`)."),
+    415: _error("The body is not sent as `application/json` (`unsupported_media_type`)."),
+}
+UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **CREATED,
+    413: _error(
+        "The body is larger than RAG_MAX_FILE_MB (plus the multipart framing) "
+        "(`body_too_large`), or the index's uploads would pass RAG_UPLOADS_MAX_MB "
+        "(`upload_quota_exceeded`)."
+    ),
+    415: _error(
+        "The body is not sent as `multipart/form-data`, or a file is not a document type the "
+        "service reads; the message lists those (`unsupported_media_type`)."
+    ),
+    507: _error("The data dir's file system would keep less than RAG_MIN_FREE_MB free."),
+}
 
 
 def _runner(services: Services) -> JobRunner:
@@ -99,7 +134,9 @@ def _local(services: Services, token: str | None) -> bool:
     return services.record is not None and services.record.accepts(token)
 
 
-@router.post("/indexes/{index}/sync", status_code=202, responses=CREATED)
+@router.post(
+    "/indexes/{index}/sync", status_code=202, responses=SYNC_RESPONSES, dependencies=[JsonBody]
+)
 async def sync_folders(
     index: IndexName,
     body: SyncRequest,
@@ -113,17 +150,24 @@ async def sync_folders(
     s = services.settings
     uploads = upload_dir(s.data_dir, index)
     # Admin keys and callers on this machine may sync any folder; others stay in the roots,
-    # at request time and, for symlinks met during the walk, in the job.
+    # at request time and, for symlinks met during the walk or swapped in later, in the job.
     anywhere = local or (caller.admin and caller is not ANONYMOUS)
     paths = sync_paths(body.folders, s.ingest_roots, anywhere=anywhere, uploads=uploads)
-    within = None if anywhere else [*s.ingest_roots, uploads]
+    within = sync_roots(
+        paths, s.ingest_roots, anywhere=anywhere, follow_links=body.follow_links, uploads=uploads
+    )
     return _accepted(_runner(services).sync(index, paths, delete=body.delete, within=within))
 
 
-@router.post("/indexes/{index}/documents", status_code=202, responses=CREATED)
+@router.post(
+    "/indexes/{index}/documents",
+    status_code=202,
+    responses=UPLOAD_RESPONSES,
+    dependencies=[MultipartBody],
+)
 async def upload_documents(
     index: IndexName,
-    files: list[UploadFile],
+    files: Annotated[list[UploadFile], File(min_length=1, description="One or more files.")],
     services: ServicesDep,
     caller: AdmittedDep,
     token: LocalToken = None,
@@ -132,7 +176,7 @@ async def upload_documents(
     require_write(caller, index, local=_local(services, token))
     folder = FilePath(os.path.realpath(upload_dir(services.settings.data_dir, index)))
     named = [(upload.filename or "", upload.file) for upload in files]
-    await asyncio.to_thread(save_uploads, folder, named)
+    await asyncio.to_thread(save_uploads, folder, named, upload_limits(services.settings))
     return _accepted(_runner(services).sync(index, [folder], within=[folder]))
 
 
@@ -164,9 +208,10 @@ async def delete_document(
     if await asyncio.to_thread(services.store.get_meta, index) is None:
         raise IndexNotFoundError(f"index {index!r} does not exist")
     roots = await asyncio.to_thread(source_roots, services.store, index, source, root)
-    if not roots:
+    # An uploaded file goes too, indexed or not (one that failed to parse is kept until then).
+    unlink = uploaded_copy(upload_dir(services.settings.data_dir, index), source, root)
+    if not roots and unlink is None:
         raise DocumentNotFoundError(f"index {index!r} has no document {source!r}")
-    unlink = uploaded_copy(upload_dir(services.settings.data_dir, index), source, roots)
     return _accepted(_runner(services).delete(index, source, root, unlink=unlink))
 
 

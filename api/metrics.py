@@ -9,6 +9,7 @@ process's own (``process_resident_memory_bytes`` ...) are exported too.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import partial
 
 from prometheus_client import (
@@ -24,9 +25,25 @@ from rag.ask import Answer
 from rag.engine import EngineClient, prefix_cache_counters
 from rag.guard import LANES, AdmissionController, Lane
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# Up to an ask's longest deadline (RAG_MAX_REQUEST_TIMEOUT_S, 300 s by default; 3600 at most).
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600,
+    1800, 3600,
+)  # fmt: skip
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 TOKEN_BUCKETS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144)
+STAGES = ("embed", "search", "rerank", "prompt", "total")
+# rag/guard/admission.py's reasons for refusing an ask.
+REJECTION_REASONS = (
+    "queue_full",
+    "deadline_estimate",
+    "deadline",
+    "first_token_deadline",
+    "too_large",
+)
+# Liveness and readiness probes: counted apart, so that a /readyz 503 while the engine starts
+# is no error of the service's.
+PROBE_ROUTES = frozenset({"/healthz", "/readyz"})
 
 
 class ServiceMetrics:
@@ -34,7 +51,17 @@ class ServiceMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "rag_requests", "HTTP requests by route and status", ["route", "status"], registry=r
+            "rag_requests",
+            "HTTP requests by route and status (a stream that ended with an error event counts "
+            "with that error's status; /healthz and /readyz are rag_probe_requests)",
+            ["route", "status"],
+            registry=r,
+        )
+        self.probes = Counter(
+            "rag_probe_requests",
+            "Requests to /healthz and /readyz by route and status",
+            ["route", "status"],
+            registry=r,
         )
         self.stage = Histogram(
             "rag_stage_seconds",
@@ -95,12 +122,28 @@ class ServiceMetrics:
         )
         self.rejections = Counter(
             "rag_admission_rejections",
-            "Asks refused by admission control (queue_full, deadline_estimate, deadline, "
-            "first_token_deadline, too_large)",
+            f"Asks refused by admission control ({', '.join(REJECTION_REASONS)})",
             ["reason"],
             registry=r,
         )
         ProcessCollector(registry=r)  # process_resident_memory_bytes, cpu seconds, open fds
+        # Every known label set exists from the start at 0: rate() sees the first error too.
+        for stage in STAGES:
+            self.stage.labels(stage)
+        for lane in LANES:
+            self.admission_wait.labels(lane)
+        for reason in REJECTION_REASONS:
+            self.rejections.labels(reason)
+
+    def count_request(self, route: str, status: int) -> None:
+        counter = self.probes if route in PROBE_ROUTES else self.requests
+        counter.labels(route, str(status)).inc()
+
+    def prepare_requests(self, statuses: Iterable[tuple[str, int]]) -> None:
+        """Create the (route, status) series each route may answer, at 0."""
+        for route, status in statuses:
+            counter = self.probes if route in PROBE_ROUTES else self.requests
+            counter.labels(route, str(status))
 
     def observe_admission_wait(self, lane: Lane, seconds: float) -> None:
         self.admission_wait.labels(lane).observe(seconds)
@@ -118,13 +161,8 @@ class ServiceMetrics:
 
     def observe_answer(self, answer: Answer) -> None:
         t = answer.timings
-        for stage, ms in (
-            ("embed", t.embed_ms),
-            ("search", t.search_ms),
-            ("rerank", t.rerank_ms),
-            ("prompt", t.prompt_ms),
-            ("total", t.total_ms),
-        ):
+        stages = (t.embed_ms, t.search_ms, t.rerank_ms, t.prompt_ms, t.total_ms)
+        for stage, ms in zip(STAGES, stages, strict=True):
             self.stage.labels(stage).observe(ms / 1000)
         if t.ttft_ms is not None:
             self.ttft.observe(t.ttft_ms / 1000)

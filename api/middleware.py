@@ -1,5 +1,5 @@
-"""ASGI middleware: the request-body limit, JSON bodies whatever their content type, and the
-request counter. Pure ASGI, so streamed responses and client disconnects pass through untouched.
+"""ASGI middleware: the request-body limit and the request counter. Pure ASGI, so streamed
+responses and client disconnects pass through untouched.
 """
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 JSON_TYPE = b"application/json"
@@ -16,16 +16,10 @@ UPLOAD_PATH = re.compile(r"/v1/indexes/[^/]+/documents")
 MULTIPART = b"multipart/form-data"
 
 
-def _is_json(content_type: bytes) -> bool:
-    main = content_type.split(b";", 1)[0].strip().lower()
-    return main == JSON_TYPE or main.endswith(b"+json")
-
-
 class BodyLimit:
     """413 for a body over ``max_bytes``: at once from Content-Length, else as soon as the bytes
-    received pass the limit (nothing past it is read). A body is read as JSON whatever its
-    content type says: `curl -d` sends a form type. A multipart upload of documents may be
-    ``upload_max_bytes`` (RAG_MAX_FILE_MB) and keeps its content type."""
+    received pass the limit (nothing past it is read). A multipart upload of documents may be
+    ``upload_max_bytes`` (RAG_MAX_FILE_MB)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, upload_max_bytes: int = 0) -> None:
         self.app = app
@@ -53,9 +47,6 @@ class BodyLimit:
             body = {"error": {"type": "body_too_large", "message": self._too_large(limit, upload)}}
             await _send_json(send, 413, body)
             return
-        if scope["method"] == "POST" and not upload and not _is_json(content_type):
-            rest = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-            scope["headers"] = [*rest, (b"content-type", JSON_TYPE)]  # in place: see CountRequests
         received = 0
 
         async def limited() -> Message:
@@ -77,8 +68,18 @@ async def _send_json(send: Send, status: int, body: object) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
+IN_BAND_STATUS = "rag_in_band_status"
+
+
+def note_in_band_error(request: Request, status: int) -> None:
+    """A stream that has sent its 200 ended with an error event of this status: it is counted
+    with that status (503 for `overloaded`), not as a success."""
+    setattr(request.state, IN_BAND_STATUS, status)
+
+
 class CountRequests:
-    """``rag_requests_total`` by route template and status."""
+    """``rag_requests_total`` (``rag_probe_requests_total`` for the probes) by route template
+    and status: the response's, or that of the error event a stream ended with."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -101,4 +102,5 @@ class CountRequests:
             services = getattr(scope["app"].state, "services", None)
             route = scope.get("route")
             if services is not None and route is not None:
-                services.metrics.requests.labels(route.path, str(status)).inc()
+                in_band = scope.get("state", {}).get(IN_BAND_STATUS)
+                services.metrics.count_request(route.path, in_band or status)

@@ -20,7 +20,14 @@ from pydantic import (
     model_validator,
 )
 
-from api.protocol import HAS_TEXT, MAX_QUESTION_CHARS, MAX_TOKENS_BOUND, Citation, Filters
+from api.protocol import (
+    HAS_TEXT,
+    MAX_QUESTION_CHARS,
+    MAX_TOKENS_BOUND,
+    Citation,
+    Filters,
+    whole_number,
+)
 
 MAX_MESSAGES = 256
 MAX_PARTS = 8
@@ -100,7 +107,10 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: StrictStr = Field(
-        min_length=1, max_length=200, description="`rag:<index>`, as GET /v1/models lists them."
+        min_length=1,
+        max_length=200,
+        description="`rag:<index>`, as GET /v1/models lists them.",
+        examples=["rag:default"],
     )
     messages: list[Message] = Field(
         min_length=1,
@@ -129,6 +139,10 @@ class ChatCompletionRequest(BaseModel):
     sources: StrictBool = Field(
         default=False,
         description="Extension: end the content with a list of the passages its [n] marks cite.",
+    )
+
+    _counts = field_validator("max_tokens", "max_completion_tokens", "top_k", mode="before")(
+        whole_number
     )
 
     @model_validator(mode="after")

@@ -20,6 +20,8 @@ from api.auth import AdmittedDep, get_access, require_read
 from api.cancel import unless_disconnected
 from api.deps import Services, ServicesDep
 from api.errors import error_body
+from api.media import JsonBody
+from api.middleware import note_in_band_error
 from api.openai_protocol import ChatCompletion, ChatCompletionRequest, ModelList
 from api.openapi import CHAT_RESPONSES, MODELS_RESPONSES
 from api.protocol import AskRequest
@@ -45,7 +47,12 @@ async def list_models(services: ServicesDep, caller: AdmittedDep) -> dict[str, A
     return {"object": "list", "data": cards}
 
 
-@router.post("/chat/completions", response_model=ChatCompletion, responses=CHAT_RESPONSES)
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletion,
+    responses=CHAT_RESPONSES,
+    dependencies=[JsonBody],
+)
 async def chat_completions(
     body: ChatCompletionRequest, services: ServicesDep, request: Request, caller: AdmittedDep
 ) -> Response:
@@ -66,7 +73,7 @@ async def chat_completions(
     # Everything known before the first byte (engine refusal included) is an HTTP status.
     first = await unless_disconnected(request, anext(events))
     return StreamingResponse(
-        _sse(first, events, completion, services),
+        _sse(first, events, completion, services, request),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -89,6 +96,7 @@ async def _sse(
     events: AsyncIterator[AskEvent],
     completion: Completion,
     services: Services,
+    request: Request,
 ) -> AsyncIterator[bytes]:
     try:
         for chunk in completion.chunks(first):
@@ -102,7 +110,8 @@ async def _sse(
     except asyncio.CancelledError:
         raise  # the client went away: closing `events` aborts the engine request
     except Exception as exc:  # after the first byte the status is sent: report in band
-        _, error = error_body(exc)
+        status, error = error_body(exc)
+        note_in_band_error(request, status)
         yield sse_data(error)  # {"error": {...}}: OpenAI's clients raise it as an APIError
     finally:
         await events.aclose()  # type: ignore[attr-defined]

@@ -8,6 +8,8 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute, iter_route_contexts
+from starlette.routing import BaseRoute
 
 from api.protocol import ErrorResponse
 from rag.ask import max_output_bound
@@ -32,6 +34,11 @@ SSE_DESCRIPTION = (
     "before it are HTTP statuses, as for JSON answers."
 )
 
+CHAT_SSE_EVENT = {  # one event of OpenAI's stream: unnamed, `data` is a chunk or [DONE]
+    "type": "object",
+    "required": ["data"],
+    "properties": {"event": {"type": "string", "enum": ["message"]}, "data": {"type": "string"}},
+}
 SSE_EVENT = {  # one event of the stream; `data` is JSON text
     "type": "object",
     "required": ["event", "data"],
@@ -64,6 +71,7 @@ ASK_RESPONSES: dict[int | str, dict[str, Any]] = {
         "question and the reserved answer (`no_passage_fits`, with the numbers), or the ask needs "
         "more tokens than the engine's whole KV cache (`exceeds_engine_capacity`)."
     ),
+    415: _error("The body is not sent as `application/json` (`unsupported_media_type`)."),
     422: _error(
         "Invalid request: a field of the wrong type or out of range, max_tokens over half the "
         "engine's window, an index built with another embedder (`index_mismatch`)."
@@ -100,7 +108,7 @@ CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ASK_RESPONSES,
     200: {
         "description": "The completion (JSON), or its chunks as events when `stream` is true.",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": CHAT_SSE_EVENT}},
     },
     404: _error(
         "The model is not `rag:<index>` of an existing index (`unknown_index`): GET /v1/models."
@@ -145,6 +153,20 @@ def _bound_timeout(schema: dict[str, Any], bound: float) -> None:
     for variant in field.get("anyOf", [field]):
         if "maximum" in variant:
             variant["maximum"] = bound
+
+
+def route_statuses(routes: list[BaseRoute]) -> list[tuple[str, int]]:
+    """(route, status) for each status a route documents, its success and the statuses every
+    route may answer (404 for an unknown index or file, 405, 422 for its parameters)."""
+    pairs: set[tuple[str, int]] = set()
+    for context in iter_route_contexts(routes):  # the included routers' routes too
+        route = context.original_route
+        if isinstance(route, APIRoute) and context.path:
+            documented = {int(code) for code in route.responses if str(code).isdigit()}
+            success = {route.status_code or 200}
+            for status in documented | success | {404, 405, 422}:
+                pairs.add((context.path, status))
+    return sorted(pairs)
 
 
 def install_contract(app: FastAPI) -> None:

@@ -37,6 +37,14 @@ def _iso_text(value: Any) -> Any:
 IsoDateTime = Annotated[datetime, BeforeValidator(_iso_text)]
 
 
+def whole_number(value: Any) -> Any:
+    """A count written 5.0 is the integer 5, as JSON Schema's "integer" says; 5.5, "5" and true
+    stay refused (no other coercion)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _representable(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -77,7 +85,10 @@ class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: StrictStr = Field(
-        min_length=1, max_length=MAX_QUESTION_CHARS, json_schema_extra={"pattern": HAS_TEXT}
+        min_length=1,
+        max_length=MAX_QUESTION_CHARS,
+        json_schema_extra={"pattern": HAS_TEXT},
+        examples=["What is the travel budget?"],
     )
     top_k: Annotated[int, Field(ge=1, le=100, strict=True)] | Literal["auto"] | None = Field(
         default=None, description='1 to 100 passages, or "auto" to fill the window.'
@@ -108,6 +119,7 @@ class AskRequest(BaseModel):
     )
 
     _question = field_validator("question")(_has_text)
+    _counts = field_validator("top_k", "max_tokens", mode="before")(whole_number)
 
     @field_validator("index")
     @classmethod
@@ -125,6 +137,13 @@ class Citation(BaseModel):
     char_start: int
     char_end: int
     heading: list[str]
+    member: str | None = Field(
+        default=None, description="path inside an archive or mail (`source` ends with it)"
+    )
+    location: str | None = Field(
+        default=None, description='where in the file: "slide 3", "sheet Budget, rows 2–40"'
+    )
+    ocr: bool = Field(default=False, description="text recognised from a scan or an image")
 
 
 class Usage(BaseModel):
@@ -161,7 +180,8 @@ class HealthResponse(BaseModel):
 class ReadyResponse(BaseModel):
     ready: bool
     checks: dict[str, str] = Field(
-        description='"ok", or what is wrong, for each of "engine", "store" and "index".'
+        description='"ok", or what is wrong, for each of "engine", "store", "index" and "keys" '
+        "(a key file that cannot be read: then the only check told)."
     )
 
 

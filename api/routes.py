@@ -11,10 +11,19 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from api.auth import AdmittedDep, MetricsAccessDep, PrincipalDep, get_access, require_read
+from api.auth import (
+    KEYS_RETRY_AFTER_S,
+    AdmittedDep,
+    MetricsAccessDep,
+    ReadinessDep,
+    get_access,
+    require_read,
+)
 from api.cancel import unless_disconnected
 from api.deps import Services, ServicesDep
 from api.errors import error_body
+from api.media import JsonBody
+from api.middleware import note_in_band_error
 from api.openapi import ASK_RESPONSES, METRICS_RESPONSES, READY_RESPONSES
 from api.protocol import AskRequest, AskResponse, HealthResponse, ReadyResponse
 from api.sse import sse_event
@@ -45,7 +54,7 @@ def ask_options(body: AskRequest, services: Services) -> AskOptions:
     )
 
 
-@router.post("/ask", response_model=AskResponse, responses=ASK_RESPONSES)
+@router.post("/ask", response_model=AskResponse, responses=ASK_RESPONSES, dependencies=[JsonBody])
 async def ask(
     body: AskRequest, services: ServicesDep, request: Request, caller: AdmittedDep
 ) -> Response:
@@ -65,14 +74,14 @@ async def ask(
     # Everything known before the first byte (engine refusal included) is an HTTP status.
     first = await unless_disconnected(request, anext(events))
     return StreamingResponse(
-        _sse(first, events, services),
+        _sse(first, events, services, request),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _sse(
-    first: AskEvent, events: AsyncIterator[AskEvent], services: Services
+    first: AskEvent, events: AsyncIterator[AskEvent], services: Services, request: Request
 ) -> AsyncIterator[bytes]:
     try:
         if isinstance(first, CitationsEvent):
@@ -90,7 +99,8 @@ async def _sse(
     except asyncio.CancelledError:
         raise  # the client went away: closing `events` aborts the engine request
     except Exception as exc:  # after the first byte the status is sent: report in band
-        _, body = error_body(exc)
+        status, body = error_body(exc)
+        note_in_band_error(request, status)
         yield sse_event("error", body["error"])
     finally:
         await events.aclose()  # type: ignore[attr-defined]
@@ -107,8 +117,12 @@ async def healthz() -> dict[str, str]:
 @router.head(
     "/readyz", response_model=ReadyResponse, responses=READY_RESPONSES, operation_id="readyz_head"
 )
-async def readyz(services: ServicesDep, _: PrincipalDep) -> JSONResponse:
-    """Engine, store and default index all usable; 503 with the failing check otherwise."""
+async def readyz(services: ServicesDep, keys: ReadinessDep) -> JSONResponse:
+    """Engine, store, default index and key file all usable; 503 with the failing check
+    otherwise."""
+    if keys is not None:  # no caller can be checked: only the key file's state is told
+        body = {"ready": False, "checks": {"keys": keys}}
+        return JSONResponse(body, status_code=503, headers={"Retry-After": str(KEYS_RETRY_AFTER_S)})
     checks: dict[str, str] = {}
     status = services.supervisor.status
     if status.state != "ready":
@@ -125,6 +139,7 @@ async def readyz(services: ServicesDep, _: PrincipalDep) -> JSONResponse:
     except Exception as exc:
         checks["store"] = f"unavailable: {exc}"
         checks["index"] = "unknown"
+    checks["keys"] = "ok"
     ready = all(v == "ok" for v in checks.values())
     headers = None if ready else {"Retry-After": str(services.supervisor.retry_after())}
     body = {"ready": ready, "checks": checks}

@@ -39,7 +39,7 @@ RESULTS = REPO / "bench" / "results" / "ingest.json"
 INDEX = "bench"
 GOAL_RSS_MB = 2500.0  # 2.5 GB
 GOAL_SPEEDUP_WINDOWED = 2.0
-GOAL_SPEEDUP_DEFAULT = 1.0
+GOAL_SPEEDUP_DEFAULT = 1.3
 # Pointing at another store, index or server would measure something else.
 STRIPPED_ENV = ("RAG_DATA_DIR", "RAG_QDRANT_URL", "RAG_QDRANT_API_KEY", "RAG_INDEX")
 
@@ -181,6 +181,55 @@ def big_text(mb: int, work: Path, corpus: Path, max_file_mb: float | None) -> di
     }
 
 
+def write_scan(source: Path, pages: int, target: Path) -> Path:
+    """An image-only PDF of the first ``pages`` pages of ``source`` at 200 dpi: what a scanner
+    makes of a printed filing (no text layer, office quality)."""
+    import io
+
+    import pypdfium2
+    from fpdf import FPDF
+
+    document = pypdfium2.PdfDocument(str(source))
+    scan = FPDF(unit="pt")
+    try:
+        for number in range(min(pages, len(document))):
+            page = document[number]
+            width, height = page.get_size()
+            image = page.render(scale=200 / 72, grayscale=True).to_pil()
+            page.close()
+            picture = io.BytesIO()
+            image.save(picture, format="PNG")
+            scan.add_page(format=(width, height))
+            scan.image(picture, x=0, y=0, w=width, h=height)
+    finally:
+        document.close()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scan.output(str(target))
+    return target
+
+
+def ocr_run(folder: Path, pages: int, work: Path) -> dict[str, Any]:
+    """``rag-ingest`` of a scanned filing: OCR pages a second (one worker, tesseract)."""
+    source = sorted(folder.glob("*.pdf"))[0]
+    scan = write_scan(source, pages, work / "scan-folder" / "scanned.pdf")
+    cmd = [rag_ingest(), str(scan.parent), "--json", "--index", INDEX]
+    env = child_env(RAG_DATA_DIR=str(work / "scan-store"))
+    measured = measure(cmd, env, REPO, work / "scan-logs", ok=(0, 1))
+    report = measured.report
+    parse_s = report.get("stages", {}).get("parse", 0.0)
+    return {
+        "source": source.name,
+        "pages": report.get("pages", 0),
+        "parse_s": parse_s,
+        "ocr_pages_per_s": report.get("pages", 0) / parse_s if parse_s else None,
+        "seconds": report["seconds"],
+        "chunks": report.get("chunks_written"),
+        "exit_code": measured.exit_code,
+        "skipped": report.get("skipped_files"),
+        "peak_rss_mb": measured.peak_rss_mb,
+    }
+
+
 STAGE_ORDER = ("scan", "read", "parse", "chunk", "embed", "write")
 COLUMNS = (
     ("ours", "ours"),
@@ -248,7 +297,11 @@ def table(result: dict[str, Any]) -> str:
         ("files dropped/failed", [len(r["dropped"]) for _, r in runs], "0"),
         ("peak RSS, process tree MB", [r["peak_rss_mb"] for _, r in runs], "<= 2500"),
         ("peak RSS, largest process MB", [r["peak_single_mb"] for _, r in runs], ""),
-        ("ours is faster by", [_times(r.get("speedup_of_ours")) for _, r in runs], ">= 2x / >= 1x"),
+        (
+            "ours is faster by",
+            [_times(r.get("speedup_of_ours")) for _, r in runs],
+            ">= 2x / >= 1.3x",
+        ),
         ("ours is faster by, wall", [_times(r.get("wall_speedup_of_ours")) for _, r in runs], ""),
     ]
     header = f"{'':32}" + "".join(f"{label:>14}" for label, _ in runs) + "   goal"
@@ -277,6 +330,14 @@ def table(result: dict[str, Any]) -> str:
             f"peak RSS {big['peak_rss_mb']:.0f} MB (largest process {big['peak_single_mb']:.0f})"
         )
         lines.append(f"  big file: {json.dumps(big['big_file'])}")
+    if "ocr" in result:
+        ocr = result["ocr"]
+        rate = ocr["ocr_pages_per_s"]
+        lines.append(
+            f"OCR of a {ocr['pages']}-page scan of {ocr['source']} (200 dpi, image only): "
+            f"parse {ocr['parse_s']:.1f} s = {rate or 0:.2f} pages/s, {ocr['chunks']} chunks, "
+            f"exit {ocr['exit_code']}, peak RSS {ocr['peak_rss_mb']:.0f} MB"
+        )
     lines.append("\ngoals:")
     lines += [
         f"  [{'met' if met else 'NOT MET':>7}] {goal}: {got}" for goal, got, met in goals(result)
@@ -306,6 +367,9 @@ def main() -> None:
         help="folder of LlamaIndex's packages, put first on the baselines' PYTHONPATH",
     )
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--ocr-pages", type=int, default=20, help="pages of the scanned-filing run (0: none)"
+    )
     args = parser.parse_args()
     # A TERM unwinds like Ctrl-C: the running command's process tree is killed, work removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -335,6 +399,8 @@ def main() -> None:
             result["big_text"] = big_text(
                 args.big_text_mb, work, args.corpus, args.big_text_max_file_mb
             )
+        if args.ocr_pages > 0:
+            result["ocr"] = ocr_run(folder, args.ocr_pages, work)
         result["goals"] = [{"goal": g, "measured": m, "met": ok} for g, m, ok in goals(result)]
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -57,7 +57,9 @@ def ingest_limits(settings: Settings) -> IngestLimits:
 
 def _log_to(path: Path) -> None:
     """Unexpected errors (with their tracebacks) go to the ingest log; stderr stays readable."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from rag.store import private_dir
+
+    private_dir(path.parent)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logger = logging.getLogger("rag")
@@ -86,6 +88,12 @@ def _fail(message: str, code: int) -> None:
 @click.option("--index", "index", envvar="RAG_INDEX", help="Index name (default: default).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--no-delete", is_flag=True, help="Keep chunks of files gone from the folders.")
+@click.option(
+    "--follow-links",
+    is_flag=True,
+    help="Follow symlinks that lead out of PATHS (off: such links are skipped, 'outside the "
+    "ingest roots'; a share others can write may link to anything this user can read).",
+)
 @click.option("--embed-model", envvar="RAG_EMBED_MODEL", help="Embedder: HF id or local path.")
 @click.option(
     "--workers",
@@ -105,6 +113,7 @@ def ingest_main(
     index: str | None,
     as_json: bool,
     no_delete: bool,
+    follow_links: bool,
     embed_model: str | None,
     workers: int | None,
     data_dir: Path | None,
@@ -115,7 +124,9 @@ def ingest_main(
     from rag.embed import embedder_from
     from rag.indexes import IndexSpec
     from rag.ingest import FolderSync
+    from rag.store import keep_files_private
 
+    keep_files_private()  # the store's files hold the documents' text: 0700/0600
     missing = [str(p) for p in paths if not os.path.lexists(p)]
     if missing:
         raise click.UsageError(f"no such file or folder: {', '.join(missing)}")
@@ -126,7 +137,8 @@ def ingest_main(
     served = None if settings.qdrant_url else running_service(settings.data_dir)
     if served is not None:  # the service owns the embedded store: it syncs for us
         _refuse_local_options(served)
-        _report(_hand_off(served, settings.index, paths, not no_delete, api_key), as_json)
+        handed = _hand_off(served, settings.index, paths, not no_delete, follow_links, api_key)
+        _report(handed, as_json)
     try:
         spec = IndexSpec.load(settings.index, settings.indexes_dir, embed_model)
     except (RagError, ValueError) as exc:
@@ -135,8 +147,9 @@ def ingest_main(
     try:
         embedder = embedder_from(settings.embed_options(), spec.embed_model)
         sync = FolderSync(store, embedder, spec, limits=ingest_limits(settings))
+        within = None if follow_links else list(paths)  # links stay inside the folders named
         with _progress_bar() as progress:
-            report = sync.run(list(paths), delete=not no_delete, progress=progress)
+            report = sync.run(list(paths), delete=not no_delete, progress=progress, within=within)
     except IndexMismatchError as exc:
         _fail(str(exc), EXIT_USAGE)
     except (StoreUnavailableError, EmbedServiceError) as exc:
@@ -167,14 +180,21 @@ def _refuse_local_options(served: ServiceRecord) -> None:
 
 
 def _hand_off(
-    served: ServiceRecord, index: str, paths: tuple[Path, ...], delete: bool, key: str | None
+    served: ServiceRecord,
+    index: str,
+    paths: tuple[Path, ...],
+    delete: bool,
+    follow_links: bool,
+    key: str | None,
 ) -> dict[str, Any]:
     from ingest.handoff import Handoff, HandoffError
 
     click.echo(f"The service at {served.url} holds this data dir: it runs the sync.", err=True)
     try:
         with Handoff(served, key) as handoff, _progress_bar() as progress:
-            return handoff.sync(index, paths, delete=delete, progress=progress)
+            return handoff.sync(
+                index, paths, delete=delete, follow_links=follow_links, progress=progress
+            )
     except HandoffError as exc:
         _fail(str(exc), exc.code)
         raise  # not reached: _fail exits
@@ -243,6 +263,9 @@ def _print_summary(report: dict[str, Any]) -> None:
 @click.pass_context
 def index_main(ctx: click.Context, data_dir: Path | None, qdrant_url: str | None) -> None:
     """List, inspect and drop indexes."""
+    from rag.store import keep_files_private
+
+    keep_files_private()
     ctx.obj = _settings(data_dir=data_dir, qdrant_url=qdrant_url)
 
 
@@ -287,7 +310,12 @@ def show_index(settings: Settings, name: str, as_json: bool) -> None:
     click.echo(f"chunks    {summary['chunks']}")
     click.echo(f"size      {'n/a' if size is None else f'{size / 1e6:.1f} MB'}")
     for entry in summary["file_list"]:
-        click.echo(f"  {entry['sha256'][:12]}  {entry['chunks']:>6}  {entry['path']}")
+        ocr = f"  (OCR: {entry['ocr_pages']} pages)" if entry.get("ocr_pages") else ""
+        click.echo(f"  {entry['sha256'][:12]}  {entry['chunks']:>6}  {entry['path']}{ocr}")
+        for member in entry.get("members", []):
+            click.echo(f"  {'':12}  {member['chunks']:>6}    {entry['path']}/{member['path']}")
+        if entry.get("locations"):
+            click.echo(f"  {'':12}  {'':>6}    in: {', '.join(entry['locations'])}")
 
 
 @index_main.command("drop")

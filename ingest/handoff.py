@@ -96,10 +96,13 @@ class Handoff:
         paths: Sequence[Path],
         *,
         delete: bool = True,
+        follow_links: bool = False,
         progress: Progress | None = None,
     ) -> dict[str, Any]:
         """The job's report once the service has synced ``paths`` into ``index``."""
-        body = {"folders": [os.path.abspath(p) for p in paths], "delete": delete}
+        body: dict[str, Any] = {"folders": [os.path.abspath(p) for p in paths], "delete": delete}
+        if follow_links:  # sent only when asked: a service from before the option still syncs
+            body["follow_links"] = True
         job = self._call("POST", f"/v1/indexes/{index}/sync", index, json=body)
         shown = 0
         while True:

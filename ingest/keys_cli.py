@@ -2,7 +2,7 @@
 
 `rag-keys create NAME` prints the new key alone on stdout (so `KEY=$(rag-keys create ...)`
 works); it is shown this once and stored only as a salted hash. Exit status: 0 done, 2 usage
-error (bad name, duplicate, unknown key, corrupt key file).
+error (bad name, duplicate, unknown key, a key file that is corrupt, unreadable or read-only).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from ingest.cli import data_dir_option
 from ingest.exit_codes import EXIT_USAGE
 from rag.config import Settings
 from rag.guard import KeyStore, KeyStoreError, keys_path
+from rag.store import keep_files_private
 
 
 def _store(data_dir: Path | None, keys_file: Path | None) -> KeyStore:
@@ -44,6 +45,7 @@ keys_file_option = click.option(
 @click.group()
 def main() -> None:
     """Manage the API keys of the rag service."""
+    keep_files_private()  # the key file and its folder: 0600/0700
 
 
 @main.command()
@@ -125,7 +127,13 @@ def list_keys(as_json: bool, data_dir: Path | None, keys_file: Path | None) -> N
 def revoke(name: str, data_dir: Path | None, keys_file: Path | None) -> None:
     """Revoke the key NAME; a running service refuses it from its next request."""
     try:
-        _store(data_dir, keys_file).revoke(name)
+        left = _store(data_dir, keys_file).revoke(name)
     except KeyStoreError as exc:
         _fail(exc)
     click.echo(f"Key {name!r} revoked.", err=True)
+    if left == 0:
+        click.echo(
+            "No key is left, and the service stays closed: no key can open it (RAG_AUTH=auto "
+            "stays closed once keys have existed). Create a key, or set RAG_AUTH=off to open it.",
+            err=True,
+        )

@@ -52,10 +52,26 @@ class Settings(BaseSettings):
     parse_timeout_s: float = Field(default=60.0, gt=0)
     # A worker whose resident memory passes this is killed; its file fails alone.
     worker_memory_mb: int = Field(default=1024, ge=128)
+    # OCR of scanned PDF pages and images with tesseract: "auto" (on when it is installed) or
+    # "off"; a scan that cannot be OCR'd is skipped with the reason.
+    ocr: Literal["auto", "off"] = "auto"
+    ocr_languages: str = Field(default="eng", pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$")
+    # Each OCR'd page has this long of its own, on top of RAG_PARSE_TIMEOUT_S for the file.
+    ocr_page_timeout_s: float = Field(default=60.0, gt=0)
+    # Archives and mails: members (attachments) and uncompressed megabytes, checked up front.
+    archive_max_members: int = Field(default=1000, ge=1)
+    archive_max_mb: float = Field(default=200.0, gt=0)
     # Ingestion over HTTP (rag/ingest/jobs.py): folders a sync request may name, separated like PATH
     # (":"); unset: none, so only uploads and callers holding the local service record's token
     # or an admin key (any folder the service can read) may sync.
     ingest_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # Free space kept on the data dir's file system: a store write or an upload that would
+    # leave less is refused (disk_full, HTTP 507), since the embedded store dies of SIGBUS on a
+    # full disk (0: never checked).
+    min_free_mb: int = Field(default=512, ge=0)
+    # Most megabytes of uploaded files kept for one index; an upload that would pass it gets 413
+    # (0: no quota).
+    uploads_max_mb: float = Field(default=1024.0, ge=0)
     # Threads torch may use for embedding in this process (unset: torch's default, all cores).
     # On a CPU box that also runs the engine, 1 keeps the service off the engine's core.
     torch_threads: int | None = Field(default=None, ge=1)
@@ -96,6 +112,17 @@ class Settings(BaseSettings):
     # Asking.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
+    # Names a request's Host header may give, comma-separated ("*": any; "*.example.com": its
+    # subdomains); unset: localhost, 127.0.0.1, [::1] and api_host when it is a specific address.
+    # Other hosts get 400: a keyless service on localhost stays out of reach of DNS rebinding.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Seconds a connection has to send a request's headers, from its first byte (or from the
+    # connection, for the first request); slower or silent ones are closed (408).
+    header_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    # Open connections at most; a request on one more gets 503 with Retry-After.
+    max_connections: int = Field(default=1000, ge=1)
+    # Swagger UI at /docs, served from the package (no third-party script); off: 404.
+    api_docs: bool = False
     top_k: int = Field(default=5, ge=1, le=100)
     max_output_tokens: int = Field(default=512, ge=1)
     max_question_chars: int = Field(default=4000, ge=1)
@@ -158,6 +185,13 @@ class Settings(BaseSettings):
     def _split_roots(cls, value: object) -> object:
         if isinstance(value, str):
             return [Path(p) for p in value.split(os.pathsep) if p.strip()]
+        return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
         return value
 
     @field_validator("max_request_timeout_s")

@@ -46,7 +46,7 @@ done
 curl -sf -H "Authorization: Bearer $RAG_API_KEY" "$RAG_API_URL/readyz" > /dev/null \
   || { echo "not ready after 10 minutes"; exit 1; }
 echo "without the key: HTTP $(curl -s -o /dev/null -w '%{http_code}' "$RAG_API_URL/ask" \
-  -d '{"question": "hello"}')"
+  -H 'Content-Type: application/json' -d '{"question": "hello"}')"
 
 for question in \
   "What happens to files that disappeared from an ingested folder?" \

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import string
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,14 @@ def write_catalogue(path: Path, entries: int = 90) -> None:
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
+def uncached_question() -> str:
+    """A question of ~2000 tokens no earlier prompt shares (no prefix cache): its prefill on
+    the CPU engine takes seconds."""
+    alphabet = string.ascii_lowercase + string.digits
+    words = ("".join(random.choices(alphabet, k=7)) for _ in range(490))
+    return "What is the travel budget? " + " ".join(words)
+
+
 def sse_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
     events, name = [], ""
     for line in response.iter_lines():
@@ -48,9 +58,10 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def readme_curl_asks() -> list[str]:
-    """The README's `curl ... /ask` lines, as a user copies them."""
-    lines = README.read_text(encoding="utf-8").splitlines()
-    return [ln for ln in lines if ln.startswith("curl ") and "/ask" in ln]
+    """The README's `curl ... /ask` commands (a trailing backslash continues a line), as a user
+    copies them."""
+    text = README.read_text(encoding="utf-8").replace("\\\n", " ")
+    return [ln for ln in text.splitlines() if ln.startswith("curl ") and "/ask" in ln]
 
 
 def run_curl_line(line: str, port: int, api_key: str) -> tuple[str, str]:

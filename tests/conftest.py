@@ -28,6 +28,16 @@ def require_shared(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _restore_umask() -> Iterator[None]:
+    """The commands set a private umask (rag.store.keep_files_private); one invoked in-process
+    (click's CliRunner) must not leave it to the tests after it."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    yield
+    os.umask(umask)
+
+
 @pytest.fixture(scope="session")
 def embedder() -> Embedder:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -84,5 +84,5 @@ def write_corpus(folder: Path) -> dict[str, Path]:
     files["handbook"].write_text(MARKDOWN, encoding="utf-8")
     files["status"].write_text(HTML, encoding="utf-8")
     files["notes"].write_text("Plain notes: the coffee machine is on floor three.\n", "utf-8")
-    (folder / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
+    (folder / "setup.exe").write_bytes(b"MZ\x90\x00" + b"\x00" * 60)  # no document type
     return files

@@ -120,10 +120,9 @@ def build_hostile_folder(root: Path, big_file_bytes: int) -> HostileFolder:
     return HostileFolder(
         root,
         good,
-        skipped={"endless.txt", "pipe.txt", "sock.md", ".hidden.md", "big.txt"},
+        skipped={"endless.txt", "pipe.txt", "sock.md", ".hidden.md", "big.txt", "locked.pdf"},
         failed={
             "truncated.pdf",
-            "locked.pdf",
             "garbage.pdf",
             "empty.pdf",
             "binary.md",

@@ -135,7 +135,8 @@ def upload(
 
 
 def service_keys(served: Served) -> Iterator[dict[str, str]]:
-    """Keys in the running service's key file; revoked afterwards (keyless again)."""
+    """Keys in the running service's key file; revoked afterwards, and the file removed: keyless
+    again (revoking the last key alone leaves the service closed)."""
     store = KeyStore(served.data_dir / "keys.json")
     made = {
         "reader": store.create("reader", ["default"]),
@@ -145,3 +146,4 @@ def service_keys(served: Served) -> Iterator[dict[str, str]]:
     yield made
     for name in made:
         store.revoke(name)
+    store.path.unlink()

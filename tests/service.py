@@ -19,6 +19,8 @@ import psutil
 import uvicorn
 from fastapi import FastAPI
 
+from api.server import server_options
+from rag.config import Settings
 from rag.embed import Embedder, SparseEncoder
 from rag.indexes import ChunkingSpec, IndexMeta, IndexSpec
 from rag.ingest import FolderSync
@@ -35,11 +37,15 @@ def free_port() -> int:
 
 
 class RunningService:
+    """The app served as `rag-api` serves it (api/server.py's options), on a free port."""
+
     def __init__(self, app: FastAPI) -> None:
         self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        settings = getattr(app.state, "settings", None) or Settings()  # a bare app: defaults
+        options = {**server_options(settings), "host": "127.0.0.1", "port": self.port}
+        config = uvicorn.Config(app, **options, log_level="warning")
         self.server = uvicorn.Server(config)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(
@@ -108,6 +114,18 @@ def index_corpus(base: Path, embedder: Embedder, index: str = "default") -> Path
     finally:
         store.close()
     return base / "data"
+
+
+def index_two_teams(base: Path, embedder: Embedder) -> Path:
+    """The small corpus as two teams' indexes, "team-a" and "team-b", in the embedded store at
+    ``base/data`` (closed again). Returns the data folder."""
+    data = index_corpus(base, embedder, "team-a")
+    store = EdgeStore(data)
+    try:
+        FolderSync(store, embedder, IndexSpec(name="team-b")).run([base / "docs"])
+    finally:
+        store.close()
+    return data
 
 
 def index_passages(

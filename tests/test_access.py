@@ -14,11 +14,8 @@ from api.app import create_app
 from rag.config import Settings
 from rag.embed import Embedder
 from rag.guard import KeyStore
-from rag.indexes import IndexSpec
-from rag.ingest import FolderSync
-from rag.store import EdgeStore
 from tests.asking import readme_curl_asks, run_curl_line
-from tests.service import RunningService, index_corpus
+from tests.service import RunningService, index_two_teams
 
 pytestmark = pytest.mark.engine
 QUESTION = {"question": "What does the zeppelin fleet expansion depend on?", "max_tokens": 4}
@@ -29,13 +26,7 @@ def shared(
     tmp_path_factory: pytest.TempPathFactory, embedder: Embedder, engine_url: str
 ) -> Iterator[tuple[RunningService, dict[str, str]]]:
     """Two teams' indexes, a key for each, an admin key with a tight rate, and the service."""
-    base = tmp_path_factory.mktemp("shared")
-    data = index_corpus(base, embedder, "team-a")
-    store = EdgeStore(data)
-    try:
-        FolderSync(store, embedder, IndexSpec(name="team-b")).run([base / "docs"])
-    finally:
-        store.close()
+    data = index_two_teams(tmp_path_factory.mktemp("shared"), embedder)
     keys = KeyStore(data / "keys.json")
     issued = {
         "a": keys.create("team-a-tool", ["team-a"]),

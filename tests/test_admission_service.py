@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import random
-import string
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +23,7 @@ import pytest
 from rag.ask import Answerer, AskOptions, Timings
 from rag.embed import Embedder
 from rag.guard import AdmissionController, OverloadedError, Principal, RateLimitedError, RateLimiter
+from tests.asking import uncached_question
 from tests.service import RunningService, index_corpus
 
 SHORT = {"question": "What is the travel budget?", "top_k": 1, "max_tokens": 32}  # ~300 tokens
@@ -184,14 +183,6 @@ def test_deadlines_refuse_with_503_and_bad_or_impossible_asks_get_4xx(
     assert fine.json()["timings"]["queue_ms"] >= 0
 
 
-def _unique_question() -> str:
-    """A question of ~2000 tokens no earlier prompt shares (no prefix cache): its prefill on
-    the CPU engine takes seconds."""
-    alphabet = string.ascii_lowercase + string.digits
-    words = ("".join(random.choices(alphabet, k=7)) for _ in range(490))
-    return "What is the travel budget? " + " ".join(words)
-
-
 @pytest.fixture(scope="module")
 def impatient(
     tmp_path_factory: pytest.TempPathFactory, embedder: Embedder, engine_url: str
@@ -207,10 +198,10 @@ def test_an_admitted_ask_waits_for_the_engine_until_its_deadline_not_the_read_ti
 ) -> None:
     slow = {"top_k": 20, "max_tokens": 8}
     with impatient.client() as client:
-        answered = client.post("/ask", json={**slow, "question": _unique_question()})
+        answered = client.post("/ask", json={**slow, "question": uncached_question()})
         t = time.monotonic()
         missed = client.post(
-            "/ask", json={**slow, "question": _unique_question(), "timeout_s": 1.5}
+            "/ask", json={**slow, "question": uncached_question(), "timeout_s": 1.5}
         )
         took = time.monotonic() - t
     assert answered.status_code == 200, answered.text  # its first token came after 1 s

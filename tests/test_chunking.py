@@ -12,7 +12,7 @@ import pytest
 from rag.embed import Embedder, WordPieces
 from rag.indexes import ChunkingSpec
 from rag.ingest.chunking import Chunked, build_chunker
-from rag.ingest.documents import Section, parse_document
+from rag.ingest.readers import Section, parse_document
 from tests.documents import MARKDOWN, PAGE_ONE, PAGE_TWO
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"

@@ -111,7 +111,14 @@ def test_dockerfile_is_multi_stage_slim_non_root_and_copies_the_package() -> Non
     assert all(stage.startswith("python:3.11-slim") for stage in stages)
     final = text.split("\nFROM ")[-1]
     assert re.search(r"^USER (?!root)\w+", final, re.MULTILINE)
-    assert not re.search(r"apt-get install|gcc|build-essential", final)
+    # No build tool chain in the final image; its only packages are the readers' programs
+    # (tesseract, antiword), without recommends and without the package lists.
+    assert not re.search(r"gcc|g\+\+|build-essential|-dev\b", final)
+    for install in re.findall(r"apt-get install[^&]*", final):
+        assert "--no-install-recommends" in install
+        assert set(install.split()) & {"tesseract-ocr", "antiword"}
+    if "apt-get install" in final:
+        assert "rm -rf /var/lib/apt/lists/*" in final
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     for package in packages["packages"]["find"]["include"]:
         name = package.rstrip("*")

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from rag.errors import DocumentError
-from rag.ingest.documents import decode_text, parse_document
+from rag.ingest.readers import parse_document
+from rag.ingest.readers.text import decode_text
 from tests.documents import HTML, MARKDOWN
 
 TEXT = "Crème brûlée – naïve café ☕ 東京\nsecond line"

@@ -8,6 +8,7 @@ so it refuses the fitted prompt (a 4xx), but only after the service retrieved an
 from __future__ import annotations
 
 import contextlib
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -83,7 +84,7 @@ def long_window_service(
         api.wait(timeout=60)
 
 
-def test_healthz_answers_within_10_ms_while_an_auto_ask_fits_a_long_window(
+def test_healthz_is_answered_at_once_while_an_auto_ask_fits_a_long_window(
     long_window_service: str,
 ) -> None:
     asked: dict[str, Any] = {}
@@ -112,9 +113,11 @@ def test_healthz_answers_within_10_ms_while_an_auto_ask_fits_a_long_window(
     assert 400 <= asked["status"] < 500, asked["body"]
     assert asked["body"]["error"]["type"] != "prompt_too_long"
     assert len(latencies) > 20  # the ask took long enough to be watched
-    # Under 10 ms; a 2-core machine shared with the engine may delay a rare one (the client's
-    # own scheduling: up to ~100 ms seen in CI), never by what holding the loop costs at this
-    # size (fitting on the loop: ~500 ms, a full garbage collection: ~300 ms).
-    slow = [ms for ms in latencies if ms >= 10]
+    # Typically under 10 ms. A 2-core machine shared with the engine delays some (the client's
+    # own scheduling: 8 of 224 at 10-21 ms and one up to ~100 ms seen in CI), never by what
+    # holding the loop costs at this size (fitting on the loop: ~500 ms, a full garbage
+    # collection: ~300 ms).
+    assert statistics.median(latencies) < 10, sorted(latencies)[-5:]
+    slow = [ms for ms in latencies if ms >= 50]
     assert len(slow) <= len(latencies) // 50, sorted(latencies)[-5:]
     assert max(latencies) < 200, sorted(latencies)[-5:]

@@ -20,6 +20,7 @@ from rag.ask import Retriever
 from rag.embed import Embedder, SparseEncoder
 from rag.store import EdgeStore
 from tests.hostile import NON_UTF8_NAME, HostileFolder, build_hostile_folder
+from tests.hostile_office import SECRET, OfficeFolder, build_office_folder
 
 BIN = Path(sys.executable).parent
 RUN_BOUND_S = 150  # 2 minutes plus embedding a handful of small files
@@ -34,6 +35,7 @@ class TreeWatch:
         self.root = psutil.Process(process.pid)
         self.kill_after = kill_after_cpu_s
         self.peak_rss = 0
+        self.seen: set[int] = set()  # every process of the tree, for the leftover check
         self.killed: int | None = None
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
@@ -42,6 +44,7 @@ class TreeWatch:
         while True:
             try:
                 tree = [self.root, *self.root.children(recursive=True)]
+                self.seen.update(p.pid for p in tree)
                 self.peak_rss = max(self.peak_rss, sum(p.memory_info().rss for p in tree))
             except psutil.Error:
                 if not self.root.is_running():
@@ -60,12 +63,18 @@ class TreeWatch:
                     return
 
 
-def ingest(folder: Path, data: Path, *args: str, kill_after_cpu_s: float | None = None) -> Any:
+def ingest(
+    folder: Path,
+    data: Path,
+    *args: str,
+    kill_after_cpu_s: float | None = None,
+    max_file_mb: int = 3,
+) -> Any:
     env = {
         **os.environ,
         "RAG_DATA_DIR": str(data),
         "HF_HUB_OFFLINE": "1",
-        "RAG_MAX_FILE_MB": "3",
+        "RAG_MAX_FILE_MB": str(max_file_mb),
         "RAG_PARSE_TIMEOUT_S": "8",
     }
     started = time.monotonic()
@@ -118,12 +127,12 @@ def test_every_entry_is_ingested_skipped_or_failed_with_a_reason(
     assert all(failed.values())
     assert all(skipped.values())
     assert report["added"] == len(hostile.good)
-    assert "character device" in skipped["endless.txt"]
+    assert skipped["endless.txt"] == "outside the ingest roots"  # the link to /dev/zero
     assert "FIFO" in skipped["pipe.txt"]
     assert "socket" in skipped["sock.md"]
     assert "4.0 MB" in skipped["big.txt"]
     assert "RAG_MAX_FILE_MB" in skipped["big.txt"]
-    assert "encrypted" in failed["locked.pdf"]
+    assert skipped["locked.pdf"] == "password-protected PDF"
     assert failed["loop-a.md"] == "symlink loop"
     assert failed["empty.pdf"] == "empty file"
     assert "binary" in failed["binary.md"]
@@ -182,3 +191,71 @@ def test_a_second_run_rewrites_nothing_and_times_out_the_endless_file(
     assert set(failed) == hostile.failed
     assert "RAG_PARSE_TIMEOUT_S" in failed[hostile.endless]
     assert elapsed < RUN_BOUND_S
+
+
+@pytest.fixture(scope="module")
+def office(tmp_path_factory: pytest.TempPathFactory) -> OfficeFolder:
+    base = tmp_path_factory.mktemp("office")
+    return build_office_folder(base / "share", base / "outside-secret.txt")
+
+
+@pytest.fixture(scope="module")
+def office_run(office: OfficeFolder, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    data = tmp_path_factory.mktemp("office-data")
+    code, report, elapsed, watch = ingest(office.root, data, "--workers", "1", max_file_mb=20)
+    return {"data": data, "code": code, "report": report, "elapsed": elapsed, "watch": watch}
+
+
+def test_hostile_office_files_are_each_ingested_skipped_or_failed_with_a_reason(
+    office: OfficeFolder, office_run: dict[str, Any]
+) -> None:
+    report, root = office_run["report"], office.root.resolve()
+    assert office_run["code"] == 1  # the torn packages fail
+    failed = reasons(report["failed"], root)
+    files = {
+        name: reason
+        for name, reason in reasons(report["skipped_files"], root).items()
+        if "/" not in name
+    }  # entries below a file are its members
+    for name, phrase in office.skipped.items():
+        assert phrase in files[name], (name, files.get(name))
+    for name, phrase in office.failed.items():
+        assert phrase in failed[name], (name, failed.get(name))
+    accounted = set(office.good) | set(office.skipped) | set(office.failed) | office.either
+    assert set(failed) | set(files) <= accounted
+    assert report["added"] >= len(office.good)
+    assert all(failed.values())
+    assert all(files.values())
+
+
+def test_hostile_office_files_stay_within_time_and_memory_and_leave_no_worker(
+    office_run: dict[str, Any],
+) -> None:
+    assert office_run["elapsed"] < RUN_BOUND_S
+    assert 0 < office_run["watch"].peak_rss <= PEAK_RSS_BOUND
+    watch = office_run["watch"]
+    time.sleep(1)  # workers exit with their fork server, just after the command
+    assert [pid for pid in watch.seen if _alive(pid)] == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_no_entity_leaks_a_file_and_good_office_files_are_searchable(
+    office: OfficeFolder, office_run: dict[str, Any], embedder: Embedder
+) -> None:
+    store = EdgeStore(office_run["data"])
+    try:
+        texts = [p["text"] for _, p in store.scan("default", ["text"])]
+        assert not any(SECRET in text for text in texts)
+        assert not any("lollollol" in text for text in texts)
+        retriever = Retriever(store, embedder, SparseEncoder())
+        for name, sentence in office.good.items():
+            hits = retriever.retrieve("default", sentence, 3).hits
+            assert any(sentence in h.payload["text"] for h in hits), name
+    finally:
+        store.close()

@@ -3,8 +3,8 @@ curl uploads and the HTTP job routes write through it; asks go on meanwhile.
 
 One real `rag-api` process (the real engine, the real MiniLM, Qdrant Edge) serves the module,
 with ``<base>/roots`` as its RAG_INGEST_ROOTS. Keys are added to its key file by the tests that
-need them and revoked after: the running service picks the file up without a restart, and is
-keyless again afterwards. Writing always needs a write key or the local token.
+need them and revoked after, the file removed: the running service picks the file up without a
+restart, and is keyless again afterwards. Writing always needs a write key or the local token.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def served(
 
 @pytest.fixture
 def keys(served: Served) -> Iterator[dict[str, str]]:
-    """Keys in the running service's key file; revoked afterwards (keyless again)."""
+    """Keys in the running service's key file; revoked and removed afterwards (keyless again)."""
     yield from service_keys(served)
 
 

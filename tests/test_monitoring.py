@@ -4,15 +4,24 @@ the dashboard and the rules query is one the service and vLLM really export."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
+from api.app import create_app
+from api.cli import configure_logging
+from rag.config import Settings
+from rag.engine import EngineClient, EngineSupervisor
+from tests.asking import sse_events, uncached_question
 from tests.promql import (
     TARGET_LABELS,
     exported_names,
@@ -20,7 +29,7 @@ from tests.promql import (
     promql_metric_names,
     sample_labels,
 )
-from tests.service import RunningService
+from tests.service import RunningService, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MONITORING = ROOT / "monitoring"
@@ -328,3 +337,121 @@ def test_every_vllm_metric_the_dashboard_and_rules_query_is_exported_by_the_engi
     assert not unpinned, f"queried, but not pinned as exported by vLLM 0.26: {unpinned}"
     unknown = unknown_labels(exposition, vllm=True)
     assert not unknown, f"(query, label) that no series carries: {unknown}"
+
+
+# --- what the service's metrics say ----------------------------------------------------------
+
+
+def sample(exposition: str, name: str, **labels: str) -> float | None:
+    """The value of one series of a /metrics text, or None when the series does not exist."""
+    for family in text_string_to_metric_families(exposition):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return float(found.value)
+    return None
+
+
+@pytest.fixture(scope="module")
+def engineless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    """A service whose engine does not answer: as one whose engine is still starting."""
+    data = tmp_path_factory.mktemp("engineless")
+    settings = Settings(data_dir=data, llm_url=f"http://127.0.0.1:{free_port()}")
+    with RunningService(create_app(settings)) as running:
+        yield running
+
+
+def test_every_route_and_status_it_documents_is_exported_at_zero_from_the_start(
+    engineless: RunningService,
+) -> None:
+    with engineless.client() as client:
+        exposition = client.get("/metrics").text
+    for route, status in [
+        ("/ask", "503"),
+        ("/ask", "429"),
+        ("/v1/chat/completions", "504"),
+        ("/v1/indexes/{index}/documents", "413"),
+        ("/v1/jobs/{job_id}", "404"),
+    ]:
+        assert sample(exposition, "rag_requests_total", route=route, status=status) == 0, route
+    for reason in ("queue_full", "deadline", "first_token_deadline"):
+        assert sample(exposition, "rag_admission_rejections_total", reason=reason) == 0
+    assert sample(exposition, "rag_stage_seconds_count", stage="total") == 0
+    assert sample(exposition, "rag_admission_wait_seconds_count", lane="long") == 0
+
+
+def test_readiness_503s_while_the_engine_is_not_up_are_no_request_errors(
+    engineless: RunningService,
+) -> None:
+    with engineless.client() as client:
+        assert client.get("/readyz").status_code == 503
+        assert client.get("/healthz").status_code == 200
+        exposition = client.get("/metrics").text
+    probes = "rag_probe_requests_total"
+    assert sample(exposition, probes, route="/readyz", status="503") == 1
+    assert sample(exposition, probes, route="/healthz", status="200") == 1
+    assert sample(exposition, "rag_requests_total", route="/readyz", status="503") is None
+
+
+def test_stage_and_first_token_latencies_have_buckets_past_the_longest_deadline(
+    engineless: RunningService,
+) -> None:
+    with engineless.client() as client:
+        exposition = client.get("/metrics").text
+    for bound in ("60.0", "300.0", "3600.0"):
+        assert sample(exposition, "rag_stage_seconds_bucket", stage="total", le=bound) == 0
+        assert sample(exposition, "rag_ttft_seconds_bucket", le=bound) == 0
+
+
+@pytest.mark.engine
+def test_a_stream_that_fails_in_band_counts_with_its_errors_status(
+    service: RunningService,
+) -> None:
+    """Admitted, streaming, but its first token misses the 1 s deadline (a long uncached
+    question): the 200 is sent, the stream ends with an `overloaded` event, and it counts as
+    the 503 it is."""
+    body = {"question": uncached_question(), "top_k": 20, "timeout_s": 1, "stream": True}
+    with service.client() as client:
+        before = client.get("/metrics").text
+        with client.stream("POST", "/ask", json=body) as streamed:
+            assert streamed.status_code == 200
+            events = sse_events(streamed)
+        after = client.get("/metrics").text
+    assert events[0][0] == "citations"
+    assert events[-1][0] == "error", events[-1]
+    assert events[-1][1]["type"] == "overloaded"
+
+    def count(text: str, status: str) -> float:
+        return sample(text, "rag_requests_total", route="/ask", status=status) or 0.0
+
+    assert count(after, "503") == count(before, "503") + 1
+    assert count(after, "200") == count(before, "200")
+
+
+@pytest.mark.engine
+def test_the_engine_health_probe_logs_nothing_while_the_engine_stays_up(
+    engine_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`rag-api`'s logging: the supervisor probes every second; only a change of state is
+    logged (httpx's line per request is below the level rag-api logs)."""
+
+    async def watch() -> None:
+        engine = EngineClient(engine_url)
+        supervisor = EngineSupervisor(engine.health, interval=0.2)
+        try:
+            await supervisor.probe_once()
+            supervisor.start()
+            await asyncio.sleep(1.5)  # about seven probes
+        finally:
+            await supervisor.aclose()
+            await engine.aclose()
+
+    httpx_logger = logging.getLogger("httpx")
+    level = httpx_logger.level
+    configure_logging()
+    caplog.set_level(logging.INFO)
+    try:
+        asyncio.run(watch())
+    finally:
+        httpx_logger.setLevel(level)
+    lines = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert [r.getMessage() for r in lines] == ["engine ready: answering its health check"]

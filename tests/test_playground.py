@@ -213,6 +213,30 @@ def test_a_wrong_key_shows_401_and_the_stored_key_reaches_the_service(
     assert "Try again in" in (error.text_content() or "")
 
 
+def test_the_api_docs_render_from_this_origin_within_their_policy(
+    page: Page, tmp_path: Path
+) -> None:
+    """RAG_API_DOCS=on: Swagger UI draws every operation from /openapi.json, with nothing
+    fetched from elsewhere and nothing its Content-Security-Policy refuses."""
+    from api.app import create_app
+    from rag.config import Settings
+
+    settings = Settings(data_dir=tmp_path, api_docs=True, llm_url=f"http://127.0.0.1:{free_port()}")
+    asked: list[str] = []
+    console: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    page.on("console", lambda message: console.append(message.text))
+    with RunningService(create_app(settings)) as running:
+        response = page.goto(f"{running.url}/docs")
+        assert response is not None
+        assert response.status == 200
+        page.locator(".opblock-summary-path", has_text="/v1/chat/completions").wait_for()
+        page.wait_for_load_state("networkidle")
+    assert {url.split("/")[2] for url in asked} == {running.url.split("/")[2]}
+    assert any(url.endswith("/openapi.json") for url in asked)
+    assert not [line for line in console if "Content Security Policy" in line], console
+
+
 def test_a_service_that_went_away_is_reported_as_unreachable(page: Page) -> None:
     from fastapi import FastAPI
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -495,12 +496,70 @@ def check_ingest_roots(world: World) -> None:
         assert job["report"]["added"] == 1
 
 
+def check_uploads_max_mb(world: World) -> None:
+    path, key = _keys_file(write=True)
+    with (
+        world.serve(RAG_UPLOADS_MAX_MB="0.001", RAG_KEYS_FILE=str(path)) as running,
+        running.client() as client,
+    ):
+        client.headers["Authorization"] = f"Bearer {key}"
+        files = [("files", ("ledger.md", b"# Ledger\n\n" + b"row " * 500))]  # 2 kB > 1 kB
+        response = client.post("/v1/indexes/quota-check/documents", files=files)
+    assert response.status_code == 413, response.text
+    assert "RAG_UPLOADS_MAX_MB" in response.json()["error"]["message"]
+
+
+def check_allowed_hosts(world: World) -> None:
+    with world.serve(RAG_ALLOWED_HOSTS="rag.example.com") as running, running.client() as client:
+        assert client.get("/healthz", headers={"Host": "rag.example.com"}).status_code == 200
+        assert client.get("/healthz", headers={"Host": "localhost"}).status_code == 400
+
+
+def check_header_timeout(world: World) -> None:
+    """A request whose headers stop half-way is answered 408 once the deadline passes."""
+    with world.serve(RAG_HEADER_TIMEOUT_S="1") as running:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as slow:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            t = time.monotonic()
+            assert slow.recv(100).startswith(b"HTTP/1.1 408 ")
+        assert time.monotonic() - t < 3
+
+
+def check_max_connections(world: World) -> None:
+    with world.serve(RAG_MAX_CONNECTIONS="2") as running:
+        held = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(2)]
+        try:
+            with running.client() as client:
+                crowded = client.get("/healthz")
+        finally:
+            for connection in held:
+                connection.close()
+    assert crowded.status_code == 503
+    assert int(crowded.headers["retry-after"]) >= 1
+
+
+def check_api_docs(world: World) -> None:
+    with world.serve() as off, off.client() as client:
+        assert client.get("/docs").status_code == 404
+    with world.serve(RAG_API_DOCS="on") as on, on.client() as client:
+        page = client.get("/docs")
+        assert page.status_code == 200
+        assert "swagger-ui-bundle.js" in page.text
+
+
 CHECKS: dict[str, Callable[[World], None]] = {
     "RAG_MAX_FILE_MB": _ingest_check(ingest_checks.check_max_file_mb),
     "RAG_INGEST_WORKERS": _ingest_check(ingest_checks.check_ingest_workers),
     "RAG_PARSE_TIMEOUT_S": _ingest_check(ingest_checks.check_parse_timeout),
     "RAG_WORKER_MEMORY_MB": _ingest_check(ingest_checks.check_worker_memory),
+    "RAG_OCR": _ingest_check(ingest_checks.check_ocr),
+    "RAG_OCR_LANGUAGES": _ingest_check(ingest_checks.check_ocr_languages),
+    "RAG_OCR_PAGE_TIMEOUT_S": _ingest_check(ingest_checks.check_ocr_page_timeout),
+    "RAG_ARCHIVE_MAX_MEMBERS": _ingest_check(ingest_checks.check_archive_max_members),
+    "RAG_ARCHIVE_MAX_MB": _ingest_check(ingest_checks.check_archive_max_mb),
     "RAG_INGEST_ROOTS": check_ingest_roots,
+    "RAG_MIN_FREE_MB": _ingest_check(ingest_checks.check_min_free_mb),
+    "RAG_UPLOADS_MAX_MB": check_uploads_max_mb,
     "RAG_EMBED_BACKEND": check_embed_backend,
     "RAG_EMBED_DEVICE": check_embed_device,
     "RAG_EMBED_URL": check_embed_url,
@@ -564,6 +623,10 @@ CHECKS: dict[str, Callable[[World], None]] = {
     "RAG_API_HOST": check_rag_api_process,
     "RAG_API_PORT": check_rag_api_process,
     "RAG_MAX_REQUEST_BYTES": check_max_request_bytes,
+    "RAG_ALLOWED_HOSTS": check_allowed_hosts,
+    "RAG_HEADER_TIMEOUT_S": check_header_timeout,
+    "RAG_MAX_CONNECTIONS": check_max_connections,
+    "RAG_API_DOCS": check_api_docs,
     "RAG_TOP_K": check_top_k,
     "RAG_MAX_OUTPUT_TOKENS": check_max_output_tokens,
     "RAG_RETRIEVAL_MODE": _retriever_check("RAG_RETRIEVAL_MODE", "dense", "mode"),

@@ -118,6 +118,24 @@ def test_delete_and_scan_and_count_agree(filled: VectorStore) -> None:
     ]
 
 
+def test_a_filtered_scan_returns_only_the_points_the_filter_lets_through(
+    filled: VectorStore,
+) -> None:
+    scanned = filled.scan("docs", ["source"], where=SearchFilter(path_prefix="finance/2023"))
+    assert sorted(p["source"] for _, p in scanned) == ["finance/2023/q1.pdf", "finance/2023/q2.pdf"]
+    one = filled.scan("docs", ["source"], where=SearchFilter(path_prefix="hr/handbook.md"))
+    assert [p["source"] for _, p in one] == ["hr/handbook.md"]
+
+
+def test_retrieve_returns_whole_payloads_of_the_ids_that_exist(filled: VectorStore) -> None:
+    ids = ["00000000-0000-0000-0000-000000000004", "00000000-0000-0000-0000-000000000099"]
+    found = filled.retrieve("docs", ids)
+    assert [point for point, _ in found] == [ids[0]]
+    assert found[0][1]["text"] == "travel budget and expense receipts"
+    assert found[0][1]["mtime"] == 400.0
+    assert filled.retrieve("docs", []) == []
+
+
 def test_upserting_the_same_id_replaces_the_point(filled: VectorStore) -> None:
     filled.upsert("docs", [chunk(1, "finance/2023/q1.pdf", "restated revenue")])
     assert filled.count("docs") == 4

@@ -237,6 +237,15 @@ function renderAnswer() {
   box.append(document.createTextNode(answer.slice(last)));
 }
 
+// "mail.eml/report.pdf · page 2 · OCR", "budget.xlsx · sheet Budget, rows 2–40"
+function whereText(c) {
+  const parts = [c.source];
+  if (c.page != null) parts.push(`page ${c.page}`);
+  if (c.location) parts.push(c.location);
+  if (c.ocr) parts.push("OCR");
+  return parts.join(" · ");
+}
+
 function renderCards() {
   const list = $("citations");
   list.replaceChildren();
@@ -253,7 +262,7 @@ function renderCards() {
     n.textContent = `[${c.n}]`;
     const source = document.createElement("span");
     source.className = "source";
-    source.textContent = c.page == null ? c.source : `${c.source} · page ${c.page}`;
+    source.textContent = whereText(c);
     title.append(n, source);
     card.append(title);
     if (c.heading && c.heading.length) {

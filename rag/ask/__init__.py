@@ -1,5 +1,5 @@
-"""Answering: hybrid retrieval, reranking, the prompt fitted to the engine's window, the
-answer with its citations, and the OpenAI-compatible chat over the same path."""
+"""Answering: hybrid retrieval and passages read in order, reranking, the prompt fitted to the
+engine's window, the answer with its citations, and the OpenAI-compatible chat over it."""
 
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ from rag.ask.answer import (
     max_output_bound,
 )
 from rag.ask.chat import Completion, chat_options, model_cards
+from rag.ask.passages import (
+    MAX_AROUND,
+    Passage,
+    PassageNotFoundError,
+    Reading,
+    read_around,
+    search_passages,
+)
 from rag.ask.prompt import (
     BLOCK_END,
     FittedPrompt,
@@ -30,6 +38,12 @@ from rag.ask.prompt import (
 )
 from rag.ask.rerank import CrossEncoderReranker
 from rag.ask.retrieval import Reranker, Retriever
+from rag.ask.special_tokens import (
+    KNOWN_ADDED_TOKENS,
+    QWEN3_ADDED_TOKENS,
+    SMOLLM2_ADDED_TOKENS,
+    Neutraliser,
+)
 from rag.ask.tokens import EngineTokenCounter, LocalTokenCounter, TokenCounter
 
 __all__ = [
@@ -44,14 +58,22 @@ __all__ = [
     "DoneEvent",
     "EngineTokenCounter",
     "FittedPrompt",
+    "KNOWN_ADDED_TOKENS",
     "LocalTokenCounter",
+    "MAX_AROUND",
+    "Neutraliser",
     "NoPassageFitsError",
     "OutputTooLongError",
+    "Passage",
+    "PassageNotFoundError",
     "PassageOrder",
     "PromptBudget",
     "PromptTooLongError",
+    "QWEN3_ADDED_TOKENS",
+    "Reading",
     "Reranker",
     "Retriever",
+    "SMOLLM2_ADDED_TOKENS",
     "Timings",
     "TokenCounter",
     "answer_json",
@@ -62,4 +84,6 @@ __all__ = [
     "model_cards",
     "order_passages",
     "passage_block",
+    "read_around",
+    "search_passages",
 ]

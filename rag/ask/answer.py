@@ -19,6 +19,7 @@ from rag.ask.retrieval import Retriever
 from rag.engine import Delta, EngineClient
 from rag.errors import IndexNotFoundError, RagError
 from rag.guard import AdmissionController, before
+from rag.ingest import document_path
 from rag.store import Hit, SearchFilter
 
 NO_PASSAGES = "No passage in the index matches the question, so there is nothing to answer from."
@@ -60,13 +61,16 @@ class Citation:
     char_start: int
     char_end: int
     heading: list[str]
+    member: str | None = None  # the path inside an archive or mail; ``source`` ends with it
+    location: str | None = None  # "slide 3", "sheet Budget, rows 2–40", "footnotes"
+    ocr: bool = False  # text recognised from a scan or an image
 
     @classmethod
     def from_hit(cls, n: int, hit: Hit) -> Citation:
         p = hit.payload
         return cls(
             n=n,
-            source=str(p.get("source")),
+            source=document_path(p),
             page=p.get("page"),
             chunk_id=hit.id,
             score=round(hit.score, 6),
@@ -74,6 +78,9 @@ class Citation:
             char_start=int(p.get("char_start", 0)),
             char_end=int(p.get("char_end", 0)),
             heading=list(p.get("heading") or []),
+            member=p.get("member") or None,
+            location=p.get("location") or None,
+            ocr=bool(p.get("ocr")),
         )
 
 

@@ -161,6 +161,8 @@ def sources_list(answer: Answer) -> str:
 
 def _source_line(citation: Citation) -> str:
     where = citation.source + (f", page {citation.page}" if citation.page is not None else "")
+    where += f", {citation.location}" if citation.location else ""
+    where += " (OCR)" if citation.ocr else ""
     heading = " > ".join(citation.heading)
     return f"- [{citation.n}] {where}" + (f" ({heading})" if heading else "")
 

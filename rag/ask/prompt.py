@@ -18,15 +18,16 @@ import asyncio
 import html
 import itertools
 import logging
-import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from rag.ask.special_tokens import DEFAULT_NEUTRALISER, Neutraliser
 from rag.ask.tokens import TokenCounter
 from rag.engine import EngineClient, Message
 from rag.errors import RagError
+from rag.ingest import describe, document_path
 from rag.store import Hit, VectorStore
 
 SYSTEM_PROMPT = (
@@ -45,12 +46,18 @@ SYSTEM_PROMPT = (
     "5. Be concise and quote figures exactly as they appear in the passages."
 )
 
-# Text that could end a passage's block early or open a chat-template turn: a passage tag
-# (any case or spacing) or a special token such as <|im_start|>. Its "<" becomes "&lt;".
-_DELIMITER_LOOKALIKE = re.compile(r"<(?=\s*/?\s*passages?\b|\|)", re.IGNORECASE)
-
 PassageOrder = Literal["canonical", "score"]
-BLOCK_FIELDS = ["root", "source", "page", "heading", "text", "char_start"]
+BLOCK_FIELDS = [
+    "root",
+    "source",
+    "member",
+    "page",
+    "location",
+    "ocr",
+    "heading",
+    "text",
+    "char_start",
+]
 
 log = logging.getLogger("rag.prompt")
 
@@ -66,39 +73,42 @@ class NoPassageFitsError(RagError):
     """Passages matched, but not even the smallest fits beside the question and the output."""
 
 
-def neutralise(text: str) -> str:
-    """Quoted text that can neither close its passage block nor inject a chat-template token."""
-    return _DELIMITER_LOOKALIKE.sub("&lt;", text)
+def neutralise(text: str, neutraliser: Neutraliser = DEFAULT_NEUTRALISER) -> str:
+    """Quoted text that can neither close its passage block nor spell a special token of the
+    served tokenizer (see rag/ask/special_tokens.py)."""
+    return neutraliser(text)
 
 
-def passage_block(n: int, hit: Hit) -> str:
+def passage_block(n: int, hit: Hit, neutraliser: Neutraliser = DEFAULT_NEUTRALISER) -> str:
     """Passage ``n`` as quoted data: ``<passage n="n" source="...">`` text ``</passage>``."""
     payload = hit.payload
-    where = str(payload.get("source", "?"))
-    if payload.get("page") is not None:
-        where += f", page {payload['page']}"
-    heading = payload.get("heading") or []
-    if heading:
-        where += " — " + " > ".join(heading)
-    where = " ".join(html.escape(where, quote=True).split())  # one line, no quote to break out
-    text = neutralise(str(payload.get("text", "")))
+    # One line, with no quote to break out of the attribute.
+    where = " ".join(html.escape(describe(payload), quote=True).split())
+    text = neutraliser(str(payload.get("text", "")))
     return f'<passage n="{n}" source="{where}">\n{text}\n</passage>'
 
 
-def build_messages(hits: Sequence[Hit], question: str) -> list[Message]:
+def build_messages(
+    hits: Sequence[Hit], question: str, neutraliser: Neutraliser = DEFAULT_NEUTRALISER
+) -> list[Message]:
     """System prompt, passages as quoted data, then the question: the prefix-cache order."""
-    blocks = "".join(passage_block(n, hit) + BLOCK_END for n, hit in enumerate(hits, start=1))
-    return _messages(f"{PASSAGES_HEADER}{blocks}" if hits else "", question)
+    blocks = "".join(
+        passage_block(n, hit, neutraliser) + BLOCK_END for n, hit in enumerate(hits, start=1)
+    )
+    return _messages(f"{PASSAGES_HEADER}{blocks}" if hits else "", question, neutraliser)
 
 
-def _messages(passages: str, question: str) -> list[Message]:
-    user = f"{passages}Question: {neutralise(question)}"
+def _messages(
+    passages: str, question: str, neutraliser: Neutraliser = DEFAULT_NEUTRALISER
+) -> list[Message]:
+    user = f"{passages}Question: {neutraliser(question)}"
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
 def canonical_key(hit: Hit) -> tuple[str, str, int, int]:
     p = hit.payload
-    return (str(p.get("root", "")), str(p.get("source", "")), p.get("page") or 0, p["char_start"])
+    source = document_path(p)
+    return (str(p.get("root", "")), source, p.get("page") or 0, p["char_start"])
 
 
 def order_passages(hits: Sequence[Hit], order: PassageOrder) -> list[Hit]:
@@ -142,16 +152,16 @@ def _self_check_hits() -> list[Hit]:
     ]
 
 
-def _counted_blocks(hits: Sequence[Hit]) -> list[str]:
+def _counted_blocks(hits: Sequence[Hit], neutraliser: Neutraliser) -> list[str]:
     """The text counted for each hit: its block numbered 0, the block end, the probe."""
-    return [passage_block(0, hit) + BLOCK_END + BOUNDARY_PROBE for hit in hits]
+    return [passage_block(0, hit, neutraliser) + BLOCK_END + BOUNDARY_PROBE for hit in hits]
 
 
 def _assembled(
-    chosen: Sequence[Hit], question: str, order: PassageOrder
+    chosen: Sequence[Hit], question: str, order: PassageOrder, neutraliser: Neutraliser
 ) -> tuple[list[Hit], list[Message]]:
     passages = order_passages(chosen, order)
-    return passages, build_messages(passages, question)
+    return passages, build_messages(passages, question, neutraliser)
 
 
 class PromptBudget:
@@ -166,8 +176,8 @@ class PromptBudget:
     ``"\\n\\n"`` that ends a block and the ``"<"`` that opens the next (or the ``"Q"`` of
     ``Question``), and around the digits of ``n="N"``. A block is counted with the probe ``"<"``
     after it, so its trailing newlines split exactly as they do inside a prompt; the probe is
-    one token of its own and is subtracted. Special tokens (``<|...``) cannot appear inside a
-    passage (``neutralise``), and NFC normalisation leaves ASCII boundaries alone.
+    one token of its own and is subtracted. Special and added tokens cannot appear inside a
+    passage (``neutraliser``), and NFC normalisation leaves ASCII boundaries alone.
     ``tests/test_prompt_counts.py`` checks the sum against the engine's own ``/tokenize``.
 
     Other tokenizers (SentencePiece, say) or chat templates that rewrite the content can make
@@ -185,9 +195,13 @@ class PromptBudget:
         max_model_len: int | None = None,
         cache_size: int = 50_000,
         batch: int = 512,
+        neutraliser: Neutraliser | None = None,
     ) -> None:
+        """``neutraliser``: what quoted text may not spell; unset, the counter's tokenizer's
+        special and added tokens."""
         self.engine = engine
         self.counter = counter
+        self.neutraliser = neutraliser or Neutraliser(counter.special_tokens())
         self._max_model_len = max_model_len  # the window planned for; None: the engine's
         self._costs: OrderedDict[tuple[str, int], int] = OrderedDict()
         self._cache_size = cache_size
@@ -211,7 +225,9 @@ class PromptBudget:
         if missing:
             if self._probe is None:
                 self._probe = await self.counter.count_text(BOUNDARY_PROBE)
-            texts = await asyncio.to_thread(_counted_blocks, [hits[i] for i in missing])
+            texts = await asyncio.to_thread(
+                _counted_blocks, [hits[i] for i in missing], self.neutraliser
+            )
             for i, cost in zip(missing, await self.counter.count_texts(texts), strict=True):
                 known[keys[i]] = cost - self._probe
         for key in keys:
@@ -249,12 +265,16 @@ class PromptBudget:
             hits = _self_check_hits()
             question = 'What "were" net sales in 2023?\n'
             probe = self._probe or await self.counter.count_text(BOUNDARY_PROBE)
-            costs = await self.counter.count_texts(_counted_blocks(hits))
+            costs = await self.counter.count_texts(_counted_blocks(hits, self.neutraliser))
             numbers = await self.number_tokens(len(hits))
-            derived = await self.counter.count_chat(_messages(PASSAGES_HEADER, question))
+            derived = await self.counter.count_chat(
+                _messages(PASSAGES_HEADER, question, self.neutraliser)
+            )
             for n, cost in enumerate(costs, start=1):
                 derived += cost - probe - numbers[0] + numbers[n]
-            counted = await self.counter.count_chat(build_messages(hits, question))
+            counted = await self.counter.count_chat(
+                build_messages(hits, question, self.neutraliser)
+            )
             self._exact = derived == counted
             if not self._exact:
                 log.warning(
@@ -277,7 +297,9 @@ class PromptBudget:
         """The assembled prompt counted whole; passages dropped from the end while it is over (as
         many as their derived costs, scaled by counted / derived, cover; the next count decides)."""
         while True:
-            passages, messages = await asyncio.to_thread(_assembled, chosen, question, order)
+            passages, messages = await asyncio.to_thread(
+                _assembled, chosen, question, order, self.neutraliser
+            )
             counted = await self.counter.count_chat(messages)
             if counted <= window or not chosen:
                 return passages, messages, counted
@@ -310,7 +332,7 @@ class PromptBudget:
         window = max_model_len - max_output_tokens
         candidates = ranked if limit is None else ranked[:limit]
         base = await self.counter.count_chat(
-            _messages(PASSAGES_HEADER if candidates else "", question)
+            _messages(PASSAGES_HEADER if candidates else "", question, self.neutraliser)
         )
         if base > window:
             raise PromptTooLongError(
@@ -345,7 +367,9 @@ class PromptBudget:
                 log.warning("derived %d prompt tokens, counted %d: counting whole", derived, used)
                 self._exact = False
         else:
-            passages, messages = await asyncio.to_thread(_assembled, chosen, question, order)
+            passages, messages = await asyncio.to_thread(
+                _assembled, chosen, question, order, self.neutraliser
+            )
         if candidates and not chosen:
             raise NoPassageFitsError(
                 f"{len(candidates)} passages matched but none fits the engine's window: the best "

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from rag.ask.special_tokens import KNOWN_ADDED_TOKENS
 from rag.engine import EngineClient, Message
 
 
@@ -23,6 +24,10 @@ class TokenCounter(Protocol):
     async def count_text(self, text: str) -> int: ...
 
     async def count_texts(self, texts: Sequence[str]) -> list[int]: ...
+
+    def special_tokens(self) -> frozenset[str]:
+        """The tokenizer's special and added tokens, which quoted text must not spell."""
+        ...
 
 
 class EngineTokenCounter:
@@ -40,6 +45,10 @@ class EngineTokenCounter:
     async def count_texts(self, texts: Sequence[str]) -> list[int]:
         return list(await asyncio.gather(*(self.engine.count_tokens(t) for t in texts)))
 
+    def special_tokens(self) -> frozenset[str]:
+        """The engine lists none (vLLM serves no such route): the served models' known ones."""
+        return KNOWN_ADDED_TOKENS
+
 
 class LocalTokenCounter:
     """The served model's tokenizer and chat template, in-process, off the event loop."""
@@ -52,6 +61,12 @@ class LocalTokenCounter:
         if chat_template is not None:
             self._tokenizer.chat_template = chat_template
         self._backend: Any = self._tokenizer.backend_tokenizer
+
+    def special_tokens(self) -> frozenset[str]:
+        """Every added token of the tokenizer (special or not: Qwen3's ``<think>`` is not
+        special, yet one token) and its named special tokens."""
+        added = {t.content for t in self._backend.get_added_tokens_decoder().values()}
+        return frozenset(added | {str(t) for t in self._tokenizer.all_special_tokens})
 
     def count_chat_now(self, messages: list[Message]) -> int:
         """Blocking: the whole chat prompt's tokens, template applied (call from a thread)."""

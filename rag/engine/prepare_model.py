@@ -2,14 +2,14 @@
 
 Runs inside the engine's virtualenv (it needs torch, transformers, gguf and accelerate, which
 the service does not), as ``python prepare_model.py OUT_DIR``. It imports nothing from `rag`.
-The folder is written next to OUT_DIR and renamed into place, so a half-written model is never
+It writes into OUT_DIR, a temporary folder that the caller (``rag.engine.prepared``, holding the
+preparation's lock) renames into place once this is done, so a half-written model is never
 picked up.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import sys
 from pathlib import Path
 
@@ -30,8 +30,6 @@ def prepare(out_dir: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     src = gguf_dir()
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
     quantised = AutoModelForCausalLM.from_pretrained(
         src, gguf_file=GGUF_FILE, torch_dtype=torch.float32
@@ -45,10 +43,8 @@ def prepare(out_dir: Path) -> None:
     plain = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
     plain.load_state_dict(quantised.state_dict())
     plain = plain.to(torch.bfloat16)
-    plain.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    plain.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
 
 
 if __name__ == "__main__":

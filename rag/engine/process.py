@@ -1,7 +1,9 @@
 """The vLLM OpenAI-compatible server as a managed child process.
 
 The child gets its own process group and, on Linux, a parent-death signal, so neither Ctrl-C
-in a terminal nor a killed parent leaves an engine behind.
+in a terminal nor a killed parent leaves an engine behind. Started with an ``api_key`` (rag-api
+gives its engine a random one), every route but ``/health`` needs it (in_engine/engine_key.py):
+the engine's port takes no request from another local user.
 """
 
 from __future__ import annotations
@@ -13,15 +15,20 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from rag.errors import RagError
+from rag.store import private_dir
 
 PR_SET_PDEATHSIG = 1
+# The folder of the middleware the engine loads to require its key (stdlib only).
+IN_ENGINE = Path(__file__).with_name("in_engine")
+KEY_MIDDLEWARE = "engine_key.RequireEngineKey"
+KEY_ENV = "VLLM_API_KEY"  # read by that middleware and by vLLM's own --api-key check
 
 
 class EngineStartError(RagError):
@@ -38,6 +45,8 @@ class EngineConfig:
     port: int = 8001
     extra_args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    # The key every request but /health must send (Authorization: Bearer); None: unkeyed.
+    api_key: str | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -63,8 +72,19 @@ class EngineConfig:
             "--max-model-len",
             str(self.max_model_len),
             "--disable-uvicorn-access-log",
+            *(("--middleware", KEY_MIDDLEWARE) if self.api_key else ()),
             *self.extra_args,
         ]
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """The child's environment: ``base``, ``env``, and the key with its middleware's folder
+        (the key in the environment: a command line is readable by every local user)."""
+        environ = {**base, **self.env}
+        if self.api_key:
+            environ[KEY_ENV] = self.api_key
+            paths = [str(IN_ENGINE), *filter(None, [environ.get("PYTHONPATH")])]
+            environ["PYTHONPATH"] = os.pathsep.join(paths)
+        return environ
 
 
 def _die_with_parent() -> None:
@@ -102,8 +122,8 @@ class EngineProcess:
         """Spawn the server (from the main thread: the death signal follows the spawning thread)."""
         if self.running():
             return
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.config.env}
+        private_dir(self.log_path.parent)
+        env = self.config.environment(os.environ)
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
                 self.config.command(),

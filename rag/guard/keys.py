@@ -16,6 +16,12 @@ The key file (``$RAG_DATA_DIR/keys.json`` unless ``RAG_KEYS_FILE`` says otherwis
 written before it existed: no write) lets the key change the indexes it reads (sync, upload,
 delete); an admin key may write every index. A running service re-reads
 the file when it changes, so ``rag-keys revoke`` takes effect without a restart.
+
+The file is written only when a key is created or revoked, so its existence records that keys
+have existed: from then on the service is closed (``KeyStore.closed``), even once the last key
+is revoked; ``RAG_AUTH=auto`` never falls back to anonymous access because keys were revoked.
+A file that cannot be read (corrupt, unreadable) closes the service too: every keyed request is
+refused with ``KeysUnavailableError`` (HTTP 503) until it is repaired.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from typing import Any
 from rag.config import Settings
 from rag.errors import RagError
 from rag.indexes import check_index_name
+from rag.store import private_dir
 
 KEYS_FILE = "keys.json"
 KEY_PREFIX = "rag"
@@ -57,6 +64,11 @@ class PermissionDeniedError(RagError):
 
 class KeyStoreError(RagError):
     """The key file cannot be used as asked: a duplicate or unknown name, a corrupt file."""
+
+
+class KeysUnavailableError(KeyStoreError):
+    """The key file exists but cannot be read (corrupt, unreadable): no key can be checked, so
+    nothing keyed is served (HTTP 503 ``keys_unavailable``)."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +154,17 @@ class KeyRecord:
         )
 
 
+def _check_record(record: KeyRecord) -> None:
+    """ValueError (or TypeError) for a record no key could be checked against."""
+    if not (re.fullmatch(rf"[0-9a-f]{{{_ID_HEX}}}", record.id) and _NAME.fullmatch(record.name)):
+        raise ValueError(f"key record {record.name!r} has an invalid name or id")
+    bytes.fromhex(record.salt)
+    bytes.fromhex(record.hash)
+    for limit in (record.limits.rps, record.limits.tokens_per_minute):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float)):
+            raise TypeError(f"key {record.name!r} has a rate limit that is not a number")
+
+
 def keys_path(settings: Settings) -> Path:
     """``RAG_KEYS_FILE``, else ``keys.json`` in the data dir."""
     return settings.keys_file or settings.data_dir / KEYS_FILE
@@ -168,6 +191,8 @@ class KeyStore:
             with self._lock:
                 self._stamp, self._records = None, {}
                 return self._records
+        except OSError as exc:
+            raise self._unavailable(exc.strerror or str(exc)) from exc
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         with self._lock:
             if stamp != self._stamp:
@@ -175,29 +200,48 @@ class KeyStore:
                 self._stamp = stamp
             return self._records
 
+    def _unavailable(self, reason: str) -> KeysUnavailableError:
+        return KeysUnavailableError(
+            f"the key file {self.path} cannot be used: {reason}; repair it, or move it away "
+            "and create the keys again with `rag-keys create`"
+        )
+
     def _read(self) -> dict[str, KeyRecord]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             records = [KeyRecord.from_json(k) for k in data["keys"]]
+            for r in records:
+                _check_record(r)
         except FileNotFoundError:
             return {}
-        except (ValueError, KeyError, TypeError) as exc:
-            raise KeyStoreError(f"the key file {self.path} is corrupt: {exc}") from exc
+        except OSError as exc:
+            raise self._unavailable(f"it cannot be read ({exc.strerror or exc})") from exc
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise self._unavailable(f"it is corrupt ({type(exc).__name__}: {exc})") from exc
         return {r.id: r for r in records}
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[dict[str, KeyRecord]]:
         """The records under an exclusive lock; what the block leaves in them is written."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            private_dir(self.path.parent)
+            fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError as exc:
+            raise self._not_writable(exc) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             records = self._read()
             yield records
-            self._write(list(records.values()))
+            try:
+                self._write(list(records.values()))
+            except OSError as exc:
+                raise self._not_writable(exc) from exc
         finally:
             os.close(fd)  # releases the lock
+
+    def _not_writable(self, exc: OSError) -> KeyStoreError:
+        return KeyStoreError(f"the key file {self.path} cannot be written: {exc.strerror or exc}")
 
     def _write(self, records: Sequence[KeyRecord]) -> None:
         body = {"version": FORMAT_VERSION, "keys": [r.to_json() for r in records]}
@@ -263,16 +307,26 @@ class KeyStore:
     def list(self) -> list[KeyRecord]:
         return sorted(self._current().values(), key=lambda r: r.name)
 
-    def revoke(self, name: str) -> None:
+    def revoke(self, name: str) -> int:
+        """Revoke the key ``name``; returns how many keys are left (the file stays, closed)."""
         with self._writing() as records:
             found = [i for i, r in records.items() if r.name == name]
             if not found:
                 raise KeyStoreError(f"no key named {name!r}")
             for key_id in found:
                 del records[key_id]
+            return len(records)
 
     def has_keys(self) -> bool:
+        """Whether any key is current (none: every key was revoked, or none was ever made)."""
         return bool(self._current())
+
+    def closed(self) -> bool:
+        """Whether keys have ever existed here: the file is written only by ``create`` and
+        ``revoke``, so once it exists the service stays closed, with or without a current key.
+        Raises ``KeysUnavailableError`` for a file that cannot be read."""
+        self._current()
+        return self._stamp is not None
 
     def verify(self, presented: str) -> Principal | None:
         """The key's principal, or None for anything that is not a current key."""

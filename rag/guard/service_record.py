@@ -27,6 +27,8 @@ from pathlib import Path
 
 import psutil
 
+from rag.store import private_dir
+
 RECORD_FILE = "service.json"
 TOKEN_HEADER = "X-Rag-Local-Token"
 
@@ -76,7 +78,7 @@ def write_record(data_dir: Path, url: str) -> ServiceRecord:
         token=secrets.token_urlsafe(32),
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     path = record_path(data_dir)
     tmp = path.with_name(f".{RECORD_FILE}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)

@@ -17,12 +17,13 @@ the embedder's window: no chunk is ever silently truncated by the embedder.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from rag.ingest.documents import Section
+from rag.ingest.readers import Section, TableRows
 
 if TYPE_CHECKING:
     from rag.embed import WordPieces
@@ -35,6 +36,9 @@ UNKNOWN_RUN_CHARS = 32  # an unknown token standing for more characters than thi
 GAP_CHARS = 256  # a stretch no token covers, longer than this, cuts the section
 BLOCK_TOKENS = 4096  # the most tokens the sentence splitter is given at once
 _SENTENCE_END = re.compile(r"[.!?。？！]\s*$")
+# The splitter's phrase level: llama-index's default cuts at every comma and full stop, so a
+# boundary could fall inside "1,644" or "3.5"; a comma or stop between two digits stays.
+PHRASES = r"(?:[^,.;。？！]|(?<=\d)[,.](?=\d))+[,.;。？！]?|[,.;。？！]"
 _FULL_STOPS = frozenset("。？！")  # sentence ends of scripts written without spaces
 
 
@@ -45,6 +49,9 @@ class Chunk:
     heading: tuple[str, ...]
     char_start: int
     char_end: int
+    location: str = ""  # as its section's, or "sheet Budget, rows 2–40" for a table's rows
+    member: str = ""
+    ocr: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,8 @@ class Chunker:
             chunk_size=self.chunk_tokens,
             chunk_overlap=min(overlap_tokens, self.chunk_tokens // 2),
             tokenizer=token_ids,
+            chunking_tokenizer_fn=_sentences_and_lines,
+            secondary_chunking_regex=PHRASES,
         )
 
     def count_tokens(self, text: str) -> int:
@@ -108,25 +117,70 @@ class Chunker:
         if self.whole_sections:
             text = section.text.strip()
             start = section.text.find(text)
-            yield Chunk(
-                text,
-                section.page,
-                section.heading,
-                section.offset + start,
-                section.offset + start + len(text),
-            )
+            yield self._chunk(section, text, start, start + len(text))
+            return
+        if section.table is not None:
+            yield from self._chunk_table(section, section.table, drops)
             return
         text = section.text
         offsets = self._token_offsets(text)
         for lo, hi in self._runs(text, offsets, drops):
             for start, end in self._block_spans(text, offsets, lo, hi):
-                yield Chunk(
-                    text=text[start:end],
-                    page=section.page,
-                    heading=section.heading,
-                    char_start=section.offset + start,
-                    char_end=section.offset + end,
-                )
+                yield self._chunk(section, text[start:end], start, end)
+
+    @staticmethod
+    def _chunk(
+        section: Section, text: str, start: int, end: int, location: str | None = None
+    ) -> Chunk:
+        return Chunk(
+            text=text,
+            page=section.page,
+            heading=section.heading,
+            char_start=section.offset + start,
+            char_end=section.offset + end,
+            location=section.location if location is None else location,
+            member=section.member,
+            ocr=section.ocr,
+        )
+
+    def _chunk_table(self, section: Section, table: TableRows, drops: _Drops) -> Iterator[Chunk]:
+        """Whole rows per chunk, each chunk headed by the table's header line.
+
+        A chunk's text is the header line, a line break, then its rows as they stand in the
+        section; its character span is that of its rows. A row longer than a chunk on its own
+        goes through the prose path (cut at phrases, never inside a number).
+        """
+        text = section.text
+        lines = _line_spans(text)
+        header_end = lines[0][1]
+        head = text[:header_end]
+        rows = list(zip(lines[1:], table.rows, strict=False))
+        budget = self.chunk_tokens - self.count_tokens(head) - 1
+        i = 0
+        while i < len(rows):
+            (start, end), _ = rows[i]
+            j, used = i, 0
+            while j < len(rows):
+                cost = self.count_tokens(text[rows[j][0][0] : rows[j][0][1]]) + 1
+                if j > i and used + cost > budget:
+                    break
+                used += cost
+                j += 1
+            if j == i + 1 and used > budget:  # one row longer than a chunk
+                row = replace(section, text=text[start:end], offset=section.offset + start)
+                row = replace(row, table=None, location=_rows_location(table, rows[i][1]))
+                yield from self._chunk_section(row, drops)
+                i = j
+                continue
+            while True:
+                end = rows[j - 1][0][1]
+                body = f"{head}\n{text[start:end]}"
+                if j - 1 == i or self.count_tokens(body) <= self.max_tokens:
+                    break
+                j -= 1  # the joined text can count a few tokens more than its parts
+            first, last = rows[i][1], rows[j - 1][1]
+            yield self._chunk(section, body, start, end, _rows_location(table, first, last))
+            i = j
 
     def _runs(
         self, text: str, offsets: list[tuple[int, int]], drops: _Drops
@@ -227,6 +281,42 @@ class Chunker:
                 b = window[-1][1]
             if text[a:b].strip():
                 yield a, b
+
+
+def _rows_location(table: TableRows, first: int, last: int | None = None) -> str:
+    rows = f"row {first}" if last is None or last == first else f"rows {first}–{last}"
+    return f"{table.label}, {rows}" if table.label else rows
+
+
+def _line_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each line, line breaks excluded."""
+    spans, start = [], 0
+    while True:
+        end = text.find("\n", start)
+        if end < 0:
+            spans.append((start, len(text)))
+            return spans
+        spans.append((start, end))
+        start = end + 1
+
+
+def _sentences_and_lines(text: str) -> list[str]:
+    """The splitter's sentence level: sentences, each cut after its line breaks too, so a
+    boundary can fall at a line end (a table row of a PDF is a line) but never inside one."""
+    pieces: list[str] = []
+    for sentence in _sentence_splitter()(text):
+        pieces.extend(_LINE.findall(sentence))
+    return pieces
+
+
+@functools.cache
+def _sentence_splitter() -> Callable[[str], list[str]]:
+    from llama_index.core.node_parser.text.utils import split_by_sentence_tokenizer
+
+    return split_by_sentence_tokenizer()
+
+
+_LINE = re.compile(r"[^\n]*\n|[^\n]+")
 
 
 def _best_cut(text: str, offsets: list[tuple[int, int]], lo: int, limit: int) -> int:

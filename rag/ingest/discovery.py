@@ -6,8 +6,11 @@ a document type, over the size cap, a FIFO, socket or device), or failed with a 
 symlink loop, a dangling link). A folder reached twice (a symlink loop) is walked once. Nothing
 is opened here.
 
-With ``within`` (the allowed roots of an HTTP sync), a file or folder whose resolved path lies
-outside every one of them - a symlink out of RAG_INGEST_ROOTS - is skipped, not followed.
+With ``within`` (the allowed roots: RAG_INGEST_ROOTS for an HTTP sync, the folders named on
+`rag-ingest`'s command line), a file or folder whose resolved path lies outside every one of
+them - a symlink out of the roots - is skipped, not followed. This is the listing's check; the
+one that counts is made again when the file is opened (``rag.ingest.reading.open_within``), since
+an entry may be swapped for a link at any moment after it was listed.
 """
 
 from __future__ import annotations
@@ -17,8 +20,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rag.ingest.documents import file_type
-from rag.ingest.reading import os_reason, special_kind, too_large_reason
+from rag.ingest.readers import file_type
+from rag.ingest.reading import (
+    OUTSIDE,
+    os_reason,
+    resolve_roots,
+    root_of,
+    special_kind,
+    too_large_reason,
+)
 
 
 @dataclass(frozen=True)
@@ -46,20 +56,16 @@ class Discovery:
     failed: list[Entry] = field(default_factory=list)
 
 
-OUTSIDE = "outside the ingest roots"
-
-
 class WithinRoots:
     """Whether a path, symlinks resolved, lies under one of the allowed roots (any, without)."""
 
     def __init__(self, roots: Sequence[Path] | None) -> None:
-        self.roots = None if roots is None else [os.path.realpath(r) for r in roots]
+        self.roots = resolve_roots(roots)
 
     def __call__(self, path: str) -> bool:
         if self.roots is None:
             return True
-        real = os.path.realpath(path)
-        return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in self.roots)
+        return root_of(os.path.realpath(path), self.roots) is not None
 
 
 def discover(

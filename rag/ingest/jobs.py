@@ -23,10 +23,19 @@ from typing import Any, Literal
 
 from rag.config import Settings
 from rag.embed import EmbedServiceError, TextEmbedder, embedder_from
-from rag.errors import IndexMismatchError, IndexNotFoundError, RagError, StoreUnavailableError
+from rag.errors import (
+    DiskFullError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    NotWritableError,
+    RagError,
+    StoreUnavailableError,
+    writing_in,
+)
 from rag.indexes import IndexSpec
 from rag.ingest.discovery import SourceFile, discover
 from rag.ingest.paths import from_fields
+from rag.ingest.readers import ContainerLimits, ocr_options
 from rag.ingest.report import SyncReport
 from rag.ingest.sync import FolderSync, IngestLimits, default_workers
 from rag.store import VectorStore
@@ -58,9 +67,11 @@ class JobCancelledError(RagError):
 ERROR_TYPES: list[tuple[type[Exception], str]] = [
     (IndexMismatchError, "index_mismatch"),
     (IndexNotFoundError, "unknown_index"),
+    (DiskFullError, "disk_full"),
     (StoreUnavailableError, "store_unavailable"),
     (EmbedServiceError, "embedder_unavailable"),
     (JobCancelledError, "cancelled"),
+    (NotWritableError, "not_writable"),
     (RagError, "invalid_request"),
 ]
 
@@ -73,6 +84,11 @@ def ingest_limits(settings: Settings) -> IngestLimits:
         parse_timeout_s=settings.parse_timeout_s,
         worker_memory_bytes=settings.worker_memory_mb << 20,
         batch_chunks=8 * settings.embed_batch_size,
+        ocr=ocr_options(settings.ocr, settings.ocr_languages, settings.ocr_page_timeout_s),
+        containers=ContainerLimits(
+            max_members=settings.archive_max_members,
+            max_total_bytes=int(settings.archive_max_mb * 1_000_000),
+        ),
     )
 
 
@@ -240,7 +256,8 @@ class JobRunner:
 
         def run() -> SyncReport:
             if unlink is not None:
-                unlink.unlink(missing_ok=True)
+                with writing_in(unlink.parent, "the uploads folder"):
+                    unlink.unlink(missing_ok=True)
             return delete_source(self.store, index, source, root)
 
         return self._submit(job, run)

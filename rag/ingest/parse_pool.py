@@ -35,7 +35,20 @@ log = logging.getLogger("rag.ingest")
 START_TIMEOUT_S = 120.0
 WATCH_INTERVAL_S = 0.05
 _DONE = object()
-PRELOAD = ["rag.ingest.parse_worker", "pypdf", "llama_index.core.node_parser"]
+# Imported by the fork server once, so that every worker starts with the parsers loaded.
+PRELOAD = [
+    "rag.ingest.parse_worker",
+    "pypdfium2",
+    "docx",
+    "pptx",
+    "openpyxl",
+    "defusedxml.ElementTree",
+    "striprtf.striprtf",
+    "PIL.Image",
+    "email.parser",
+    "email.policy",
+    "llama_index.core.node_parser",
+]
 START_ATTEMPTS = 3
 
 
@@ -53,6 +66,8 @@ class _Worker:
     conn: Connection
     task: Task | None = None
     started: float = 0.0
+    deadline: float = 0.0  # started + timeout_s, pushed on by each of the task's heartbeats
+    beats: int = 0
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -65,10 +80,19 @@ def _context() -> multiprocessing.context.BaseContext:
 
 
 class ParsePool:
-    def __init__(self, config: WorkerConfig, *, workers: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        workers: int,
+        timeout_s: float,
+        beat_timeout_s: float | None = None,
+    ) -> None:
         self.config = config
         self.size = workers
         self.timeout_s = timeout_s
+        # A heartbeat of the running task (an OCR'd page) gives it this long again, from then.
+        self.beat_timeout_s = timeout_s if beat_timeout_s is None else beat_timeout_s
         self.replaced = 0
         self._ctx = _context()
         self._workers: list[_Worker] = []
@@ -122,6 +146,7 @@ class ParsePool:
                 if worker.task is None and todo and out.qsize() + self._busy() < backlog:
                     task = todo.popleft()
                     worker.task, worker.started = task, time.monotonic()
+                    worker.deadline, worker.beats = worker.started + self.timeout_s, 0
                     worker.conn.send(task)
             busy = [w for w in self._workers if w.task is not None]
             if not busy:
@@ -142,11 +167,14 @@ class ParsePool:
 
     def _collect(self, worker: _Worker, ready: set[Any]) -> Outcome | None:
         """The worker's outcome if it has one (replacing it when it is gone), else None."""
+        result = None
         if worker.conn in ready:
             try:
-                _seq, outcome, peak_rss = cast(tuple[int, Outcome, int], worker.conn.recv())
+                result = self._receive(worker)
             except (EOFError, OSError):
                 return self._replace(worker, _death_reason(worker))
+        if result is not None:
+            _seq, outcome, peak_rss = result
             if not worker.process.is_alive() or peak_rss > self.config.memory_bytes // 2:
                 self._replace(worker, None)  # gone, or grown: a fresh heap for the next file
             if isinstance(outcome, Failed) and outcome.detail:
@@ -154,12 +182,18 @@ class ParsePool:
             return outcome
         if worker.process.sentinel in ready:
             return self._replace(worker, _death_reason(worker))
-        elapsed = time.monotonic() - worker.started
-        if elapsed > self.timeout_s:
+        if time.monotonic() > worker.deadline:
+            if not worker.beats:
+                return self._replace(
+                    worker,
+                    f"parsing took longer than {self.timeout_s:g} s (RAG_PARSE_TIMEOUT_S); "
+                    "the worker was stopped",
+                )
             return self._replace(
                 worker,
-                f"parsing took longer than {self.timeout_s:g} s (RAG_PARSE_TIMEOUT_S); "
-                "the worker was stopped",
+                f"parsing stopped making progress: {worker.beats} heartbeats (OCR'd pages), then "
+                f"none for {self.beat_timeout_s:g} s (RAG_OCR_PAGE_TIMEOUT_S); the worker was "
+                "stopped",
             )
         rss = _rss(worker)
         if rss > self.config.memory_bytes:
@@ -170,6 +204,19 @@ class ParsePool:
                 "(RAG_WORKER_MEMORY_MB); it was stopped",
             )
         return None
+
+    def _receive(self, worker: _Worker) -> tuple[int, Outcome, int] | None:
+        """The task's result if the worker sent it, else None; each heartbeat read on the way
+        moves the task's deadline to ``beat_timeout_s`` from now (never closer)."""
+        while True:
+            message = worker.conn.recv()
+            if message[0] != "beat":
+                return cast(tuple[int, Outcome, int], message)
+            if worker.task is not None and message[1] == worker.task.seq:
+                worker.deadline = max(worker.deadline, time.monotonic() + self.beat_timeout_s)
+                worker.beats += 1
+            if not worker.conn.poll():
+                return None
 
     def _replace(self, worker: _Worker, reason: str | None) -> Outcome | None:
         _kill(worker)

@@ -16,6 +16,7 @@ import resource
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 
@@ -23,8 +24,15 @@ from rag.embed import WordPieces
 from rag.errors import DocumentError
 from rag.indexes import ChunkingSpec
 from rag.ingest.chunking import Chunk, build_chunker
-from rag.ingest.documents import Section, parse_document
-from rag.ingest.reading import read_file
+from rag.ingest.readers import (
+    ContainerLimits,
+    OcrOptions,
+    ReadContext,
+    Section,
+    Unreadable,
+    parse_document,
+)
+from rag.ingest.reading import OutsideRoots, read_file
 
 PR_SET_PDEATHSIG = 1
 # Sections larger than this are cut (at a paragraph, line or space) before chunking, so that the
@@ -38,6 +46,8 @@ class WorkerConfig:
     chunking: ChunkingSpec
     max_file_bytes: int
     memory_bytes: int
+    ocr: OcrOptions = OcrOptions()
+    containers: ContainerLimits = ContainerLimits()
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class Task:
     seq: int
     path: str
     kind: str
+    roots: tuple[str, ...] | None = None  # resolved roots the file must lie in (None: any)
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,8 @@ class Parsed:
     read_s: float
     parse_s: float
     chunk_s: float
+    # Parts left out, with why: members of an archive or mail, pages whose OCR timed out.
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,14 @@ class Failed:
     detail: str | None = None  # a traceback, for unexpected errors only
 
 
-Outcome = Parsed | Failed
+@dataclass(frozen=True)
+class Skipped:
+    """Not read, for a reason that is no fault (a password, OCR off, a format we do not read)."""
+
+    reason: str
+
+
+Outcome = Parsed | Failed | Skipped
 
 
 def _die_with_parent() -> None:
@@ -87,20 +107,29 @@ def _limit_memory(extra_bytes: int) -> None:
 class FileParser:
     """Read, hash, parse and chunk one file (the worker's whole job, callable in-process too)."""
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, heartbeat: Callable[[], None] | None = None) -> None:
         self.config = config
+        # For ReadContext.heartbeat: in a worker it tells the pool the file is making progress.
+        self.heartbeat: Callable[[], None] = heartbeat or (lambda: None)
         self.chunker = build_chunker(WordPieces(config.embed_model), config.chunking)
 
     def handle(self, task: Task) -> Outcome:
         t0 = time.perf_counter()
         try:
-            content = read_file(task.path, self.config.max_file_bytes)
+            content = read_file(task.path, self.config.max_file_bytes, task.roots)
+        except OutsideRoots as exc:
+            return Skipped(str(exc))
         except DocumentError as exc:
             return Failed(str(exc))
         t1 = time.perf_counter()
         sha256, mtime = content.sha256, content.mtime
+        context = ReadContext(
+            ocr=self.config.ocr, limits=self.config.containers, heartbeat=self.heartbeat
+        )
         try:
-            sections = parse_document(content.data, task.kind)
+            sections = parse_document(content.data, task.kind, context)
+        except Unreadable as exc:
+            return Skipped(str(exc))
         except DocumentError as exc:
             return Failed(str(exc))
         finally:
@@ -111,7 +140,7 @@ class FileParser:
         t3 = time.perf_counter()
         if not chunked.chunks:
             return Failed("no text to index")
-        pages = len({s.page for s in sections}) if task.kind == "pdf" else 1
+        pages = len({(s.member, s.page) for s in sections if s.page is not None}) or 1
         return Parsed(
             sha256,
             mtime,
@@ -122,6 +151,7 @@ class FileParser:
             t1 - t0,
             t2 - t1,
             t3 - t2,
+            tuple(context.skipped),
         )
 
 
@@ -150,8 +180,9 @@ def main(conn: Connection, config: WorkerConfig) -> None:
     """The worker process: answer tasks until the pipe closes or a stop (None) arrives."""
     _die_with_parent()
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    beat = _Heartbeat(conn)
     try:
-        parser = FileParser(config)
+        parser = FileParser(config, heartbeat=beat)
         _limit_memory(config.memory_bytes)
     except Exception as exc:  # the whole run cannot parse anything: tell the pool why
         conn.send(("init_failed", f"{type(exc).__name__}: {exc}"))
@@ -164,6 +195,7 @@ def main(conn: Connection, config: WorkerConfig) -> None:
             return
         if task is None:
             return
+        beat.seq = task.seq
         try:
             outcome: Outcome = parser.handle(task)
         except MemoryError:
@@ -172,6 +204,22 @@ def main(conn: Connection, config: WorkerConfig) -> None:
         except Exception as exc:
             outcome = Failed(f"{type(exc).__name__}: {exc}", traceback.format_exc())
         conn.send((task.seq, outcome, _peak_rss()))
+
+
+class _Heartbeat:
+    """A worker's heartbeat: ("beat", seq) to the pool, which extends that task's deadline.
+
+    Readers call it after each costly step (an OCR'd page), so a long scan gets time by the page
+    (the pool's ``beat_timeout_s``) rather than one RAG_PARSE_TIMEOUT_S for the whole file.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.seq = -1  # the running task's
+
+    def __call__(self) -> None:
+        with contextlib.suppress(OSError):  # the pool is gone: the result's send will tell
+            self.conn.send(("beat", self.seq))
 
 
 def _oom_reason(config: WorkerConfig) -> str:

@@ -31,9 +31,10 @@ from rag.indexes import IndexMeta, IndexSpec
 from rag.ingest.chunking import Chunk
 from rag.ingest.discovery import Entry, SourceFile, discover
 from rag.ingest.parse_pool import ParsePool
-from rag.ingest.parse_worker import Failed, Parsed, Task, WorkerConfig
+from rag.ingest.parse_worker import Failed, Parsed, Skipped, Task, WorkerConfig
 from rag.ingest.paths import from_fields, name_bytes, path_fields, uuid5_bytes
-from rag.ingest.reading import hash_file
+from rag.ingest.readers import ContainerLimits, OcrOptions
+from rag.ingest.reading import OutsideRoots, hash_file, resolve_roots
 from rag.ingest.report import SyncReport
 from rag.store import StoredChunk, VectorStore, path_prefixes
 
@@ -51,6 +52,8 @@ class IngestLimits:
     parse_timeout_s: float = 60.0
     worker_memory_bytes: int = 1024 << 20
     batch_chunks: int = 512  # chunks embedded and written together, across files or within one
+    ocr: OcrOptions = field(default_factory=OcrOptions)
+    containers: ContainerLimits = field(default_factory=ContainerLimits)
 
 
 def default_workers() -> int:
@@ -136,6 +139,8 @@ class FolderSync:
             chunking=self.meta.chunking,
             max_file_bytes=self.limits.max_file_bytes,
             memory_bytes=self.limits.worker_memory_bytes,
+            ocr=self.limits.ocr,
+            containers=self.limits.containers,
         )
 
     def run(
@@ -146,9 +151,11 @@ class FolderSync:
         progress: Progress | None = None,
         within: Sequence[Path] | None = None,
     ) -> SyncReport:
-        """Sync ``paths``; with ``within``, files resolving outside those roots are skipped."""
+        """Sync ``paths``; with ``within``, files resolving outside those roots are skipped (when
+        listed, and when opened: a symlink swapped in during the run is not followed)."""
         started = time.perf_counter()
         report = SyncReport()
+        roots = resolve_roots(within)
         found = discover(paths, self.limits.max_file_bytes, within)
         report.files_seen = len(found.files) + len(found.failed)
         report.failed.extend(found.failed)
@@ -163,7 +170,10 @@ class FolderSync:
             known = state.complete_hash() if state else None
             if known is not None:  # hashing here spares starting workers for unchanged files
                 try:
-                    unchanged = hash_file(file.path, self.limits.max_file_bytes) == known
+                    unchanged = hash_file(file.path, self.limits.max_file_bytes, roots) == known
+                except OutsideRoots as exc:
+                    report.skipped_files.append(Entry(file.path, str(exc)))
+                    continue
                 except DocumentError as exc:
                     report.failed.append(Entry(file.path, str(exc)))
                     continue
@@ -175,7 +185,7 @@ class FolderSync:
             changed.append(file)
         report.stages["read"] += time.perf_counter() - t
         if changed:
-            self._ingest(changed, existing, report, progress, total_bytes)
+            self._ingest(changed, existing, report, progress, total_bytes, roots)
         if delete:
             seen = {(f.root, f.source) for f in found.files}
             vanished = [
@@ -205,19 +215,30 @@ class FolderSync:
         report: SyncReport,
         progress: Progress | None,
         total_bytes: int,
+        roots: tuple[str, ...] | None = None,
     ) -> None:
-        tasks = [Task(seq, file.path, file.kind) for seq, file in enumerate(files)]
+        tasks = [Task(seq, file.path, file.kind, roots) for seq, file in enumerate(files)]
         workers = max(1, min(self.limits.workers, len(tasks)))
         batch = _Batch(self, report)
+        # An OCR'd page tells the pool it is done: each has its own time, rendering included.
+        beat_timeout = max(self.limits.parse_timeout_s, self.limits.ocr.page_timeout_s + 30)
         with ParsePool(
-            self.worker_config(), workers=workers, timeout_s=self.limits.parse_timeout_s
+            self.worker_config(),
+            workers=workers,
+            timeout_s=self.limits.parse_timeout_s,
+            beat_timeout_s=beat_timeout,
         ) as pool:
             report.workers = workers
             for task, outcome in pool.imap(tasks, backlog=2 * workers):
                 file = files[task.seq]
                 if isinstance(outcome, Failed):
                     report.failed.append(Entry(file.path, outcome.reason))
+                elif isinstance(outcome, Skipped):
+                    report.skipped_files.append(Entry(file.path, outcome.reason))
                 else:
+                    report.skipped_files.extend(
+                        Entry(f"{file.path}/{part}", reason) for part, reason in outcome.skipped
+                    )
                     state = existing.get((file.root, file.source))
                     batch.add(
                         _Pending(
@@ -344,9 +365,22 @@ def _payload(item: _Pending, index: int, chunk: Chunk) -> dict[str, Any]:
         "mtime": parsed.mtime,
         "page": chunk.page,
         "heading": list(chunk.heading),
+        **_location(chunk),
         "char_start": chunk.char_start,
         "char_end": chunk.char_end,
         "chunk_index": index,
         "n_chunks": len(parsed.chunks),
         "text": chunk.text,
     }
+
+
+def _location(chunk: Chunk) -> dict[str, Any]:
+    """Where in its file a chunk is, beyond page and heading; absent fields stay absent."""
+    found: dict[str, Any] = {}
+    if chunk.location:
+        found["location"] = chunk.location
+    if chunk.member:
+        found["member"] = chunk.member
+    if chunk.ocr:
+        found["ocr"] = True
+    return found

@@ -14,19 +14,22 @@ from rag.store.base import (
     VectorStore,
     path_prefixes,
 )
+from rag.store.disk import DiskReserve, free_bytes, keep_files_private, private_dir
 from rag.store.edge import EdgeStore
 
 
 def open_store(settings: Settings) -> VectorStore:
-    """The server adapter when ``RAG_QDRANT_URL`` is set, else Qdrant Edge under the data dir."""
+    """The server adapter when ``RAG_QDRANT_URL`` is set, else Qdrant Edge under the data dir
+    (keeping ``RAG_MIN_FREE_MB`` free on its file system)."""
     if settings.qdrant_url:
         from rag.store.server import ServerStore
 
         return ServerStore.connect(settings.qdrant_url, settings.qdrant_api_key)
-    return EdgeStore(settings.data_dir)
+    return EdgeStore(settings.data_dir, min_free_bytes=settings.min_free_mb * 1_000_000)
 
 
 __all__ = [
+    "DiskReserve",
     "EdgeStore",
     "Fusion",
     "Hit",
@@ -36,6 +39,9 @@ __all__ = [
     "SparseVector",
     "StoredChunk",
     "VectorStore",
+    "free_bytes",
+    "keep_files_private",
     "open_store",
     "path_prefixes",
+    "private_dir",
 ]

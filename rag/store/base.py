@@ -89,7 +89,15 @@ class VectorStore(Protocol):
 
     def delete(self, index: str, ids: Sequence[str]) -> None: ...
 
-    def scan(self, index: str, fields: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]: ...
+    def scan(
+        self, index: str, fields: Sequence[str], where: SearchFilter | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every point's id and the payload ``fields`` (only the points ``where`` lets through)."""
+        ...
+
+    def retrieve(self, index: str, ids: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+        """The whole payloads of the points ``ids`` that exist, in no particular order."""
+        ...
 
     def search(self, index: str, query: SearchQuery) -> list[Hit]: ...
 

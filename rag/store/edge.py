@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 from collections.abc import Iterator, Sequence
@@ -25,7 +26,9 @@ from rag.store.base import (
     StoredChunk,
     normalise_prefix,
 )
+from rag.store.disk import DEFAULT_MIN_FREE_MB, DiskReserve, private_dir
 
+log = logging.getLogger("rag.store")
 WRITE_BATCH = 1000
 META_FILE = "index.json"
 
@@ -74,13 +77,18 @@ class EdgeStore:
     """Indexes under ``data_dir/indexes/NAME/`` (``shard/`` plus ``index.json``).
 
     A shard folder can be open in one process at a time (its WAL is locked): while the
-    service owns an index, write to it through the service or use a Qdrant server.
+    service owns an index, write to it through the service or use a Qdrant server. Every write
+    first checks that the file system keeps ``min_free_bytes`` free (rag.store.disk): Edge
+    maps its files, and a full file system would kill the process with SIGBUS.
     """
 
     kind = "edge"
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(
+        self, data_dir: Path, *, min_free_bytes: int = DEFAULT_MIN_FREE_MB * 1_000_000
+    ) -> None:
         self.root = data_dir / "indexes"
+        self.reserve = DiskReserve(data_dir, min_free_bytes)
         self._shards: dict[str, qe.EdgeShard] = {}
         self._lock = threading.Lock()
 
@@ -99,7 +107,8 @@ class EdgeStore:
         return IndexMeta.from_json(json.loads(path.read_text(encoding="utf-8")))
 
     def create_index(self, meta: IndexMeta) -> None:
-        folder = self._dir(meta.name)
+        self.reserve.check(f"creating index {meta.name!r}")
+        folder = private_dir(self._dir(meta.name))
         shard_dir = folder / "shard"
         shutil.rmtree(shard_dir, ignore_errors=True)  # a create that died before its meta
         config = qe.EdgeConfig(
@@ -151,6 +160,7 @@ class EdgeStore:
     def upsert(self, index: str, chunks: Sequence[StoredChunk]) -> None:
         shard = self._shard(index)
         for i in range(0, len(chunks), WRITE_BATCH):
+            self.reserve.check(f"writing to index {index!r}")
             points = []
             for chunk in chunks[i : i + WRITE_BATCH]:
                 vectors: dict[str, Any] = {DENSE: chunk.dense.tolist()}
@@ -162,19 +172,31 @@ class EdgeStore:
     def delete(self, index: str, ids: Sequence[str]) -> None:
         shard = self._shard(index)
         for i in range(0, len(ids), WRITE_BATCH):
+            self.reserve.check(f"deleting from index {index!r}")  # the WAL grows too
             shard.update(qe.UpdateOperation.delete_points(list(ids[i : i + WRITE_BATCH])))
 
-    def scan(self, index: str, fields: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    def scan(
+        self, index: str, fields: Sequence[str], where: SearchFilter | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
         shard = self._shard(index)
+        flt = edge_filter(where) if where is not None else None
         offset: Any = None
         while True:
             records, offset = shard.scroll(
-                qe.ScrollRequest(offset=offset, limit=2000, with_payload=list(fields))
+                qe.ScrollRequest(offset=offset, limit=2000, filter=flt, with_payload=list(fields))
             )
             for record in records:
                 yield str(record.id), dict(record.payload or {})
             if offset is None:
                 return
+
+    def retrieve(self, index: str, ids: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+        shard = self._shard(index)
+        found = []
+        for i in range(0, len(ids), PAYLOAD_BATCH):
+            for record in shard.retrieve(list(ids[i : i + PAYLOAD_BATCH]), True, False):
+                found.append((str(record.id), dict(record.payload or {})))
+        return found
 
     def search(self, index: str, query: SearchQuery) -> list[Hit]:
         shard = self._shard(index)
@@ -249,15 +271,27 @@ class EdgeStore:
         return sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file())
 
     def optimize(self, index: str) -> None:
+        """Flush and merge segments; the merge is left for a later run when the file system
+        could not take a second copy of the index above the reserve."""
         shard = self._shard(index)
+        self.reserve.check(f"writing index {index!r}")
         shard.flush()
+        size = self.size_bytes(index) or 0
+        if not self.reserve.has_room(size):
+            log.warning(
+                "index %r not optimized: merging its segments may need %.0f MB, and the file "
+                "system would then keep less than RAG_MIN_FREE_MB free",
+                index,
+                size / 1e6,
+            )
+            return
         shard.optimize()
 
     def flush(self, index: str) -> None:
         self._shard(index).flush()
 
     def ping(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
 
     def close(self) -> None:
         with self._lock:

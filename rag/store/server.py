@@ -9,7 +9,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from rag.embed import SparseVector
-from rag.errors import IndexNotFoundError, StoreUnavailableError
+from rag.errors import DiskFullError, IndexNotFoundError, StoreUnavailableError
 from rag.indexes import IndexMeta
 from rag.store.base import (
     DENSE,
@@ -59,7 +59,11 @@ def _sparse(vector: SparseVector) -> qm.SparseVector:
 
 
 class ServerStore:
-    """Indexes are collections; each carries its IndexMeta in the collection's metadata."""
+    """Indexes are collections; each carries its IndexMeta in the collection's metadata.
+
+    The server keeps its files on its own disk: there is nothing local to check before a
+    write, but a server that answers "No space left on device" is reported as DiskFullError.
+    """
 
     kind = "server"
 
@@ -78,6 +82,8 @@ class ServerStore:
         except Exception as exc:
             if type(exc).__name__ in {"ResponseHandlingException", "ConnectError"}:
                 raise StoreUnavailableError(f"Qdrant unavailable during {what}: {exc}") from exc
+            if "No space left on device" in str(exc):
+                raise DiskFullError(f"the Qdrant server's disk is full ({what}): {exc}") from exc
             raise
 
     def list_indexes(self) -> list[str]:
@@ -134,8 +140,11 @@ class ServerStore:
             selector = qm.PointIdsList(points=list(ids[i : i + WRITE_BATCH]))
             self._call("delete", self.client.delete, index, points_selector=selector, wait=True)
 
-    def scan(self, index: str, fields: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    def scan(
+        self, index: str, fields: Sequence[str], where: SearchFilter | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
         self._require(index)
+        flt = server_filter(where) if where is not None else None
         offset: Any = None
         while True:
             records, offset = self._call(
@@ -146,11 +155,27 @@ class ServerStore:
                 offset=offset,
                 with_payload=list(fields),
                 with_vectors=False,
+                scroll_filter=flt,
             )
             for record in records:
                 yield str(record.id), dict(record.payload or {})
             if offset is None:
                 return
+
+    def retrieve(self, index: str, ids: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+        self._require(index)
+        found = []
+        for i in range(0, len(ids), WRITE_BATCH):
+            records = self._call(
+                "retrieve",
+                self.client.retrieve,
+                index,
+                ids=list(ids[i : i + WRITE_BATCH]),
+                with_payload=True,
+                with_vectors=False,
+            )
+            found += [(str(r.id), dict(r.payload or {})) for r in records]
+        return found
 
     def search(self, index: str, query: SearchQuery) -> list[Hit]:
         self._require(index)
