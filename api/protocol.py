@@ -65,6 +65,13 @@ def _has_text(value: str) -> str:
     return value.strip()
 
 
+# Every type the readers read (rag.ingest.READ_TYPES; tests/test_http_input.py checks they agree).
+FileType = Literal[
+    "pdf", "markdown", "text", "html", "docx", "pptx", "xlsx", "csv", "tsv", "odt", "ods", "odp",
+    "rtf", "eml", "epub", "ipynb", "json", "jsonl", "yaml", "xml", "zip", "doc", "image",
+]  # fmt: skip
+
+
 class Filters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -74,7 +81,11 @@ class Filters(BaseModel):
         description="A folder or file path relative to the ingested folder; matches whole "
         "names ('reports' or 'reports/q1.pdf'), not the start of a name.",
     )
-    file_types: list[Literal["pdf", "markdown", "text", "html"]] | None = None
+    file_types: list[FileType] | None = Field(
+        default=None,
+        description="Document types, as a chunk's `type` (an archive's or a mail's members "
+        "count as `zip` or `eml`).",
+    )
     modified_after: IsoDateTime | None = None
     modified_before: IsoDateTime | None = None
 

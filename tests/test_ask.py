@@ -6,14 +6,16 @@ import asyncio
 import json
 import socket
 import time
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
 
+from api.protocol import FileType, Filters
 from rag.ask import AskOptions
 from rag.ask.prompt import SYSTEM_PROMPT
 from rag.engine import EngineProcess, prefix_cache_counters
+from rag.ingest import READ_TYPES
 from tests.asking import sse_events
 from tests.service import RunningService
 
@@ -325,3 +327,8 @@ def test_the_in_process_tokenizer_counts_exactly_what_the_engine_counts(
 
     for local_count, engine_count in asyncio.run(counts()):
         assert local_count == engine_count
+
+
+def test_a_filter_may_name_every_type_the_readers_read() -> None:
+    assert set(get_args(FileType)) == READ_TYPES
+    assert Filters(file_types=["docx", "eml", "image"]).file_types == ["docx", "eml", "image"]

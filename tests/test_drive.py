@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from rag.config import Settings
+from rag.ingest import file_type
 from tests.drive import FACTS, SKIPPED, Fact, statement_rows, tools_present, write_drive
 from tests.service import RunningService
 from tests.test_cli import run
@@ -81,6 +82,20 @@ def test_each_fact_of_the_drive_is_cited_by_ask(drive_service: RunningService, f
     assert best["source"].endswith(fact.source or fact.file)
     assert fact.location in (best["location"] or "")
     assert best["ocr"] is fact.ocr
+
+
+@pytest.mark.parametrize("kind", ["docx", "pptx", "xlsx", "eml", "zip"])
+def test_a_filter_on_a_document_type_keeps_only_that_type(
+    drive_service: RunningService, kind: str
+) -> None:
+    body = {"question": "What is the budget?", "max_tokens": 1, "top_k": 20}
+    with drive_service.client() as client:
+        response = client.post("/ask", json={**body, "filters": {"file_types": [kind]}})
+    assert response.status_code == 200, response.text
+    sources = [c["source"] for c in response.json()["citations"]]
+    assert sources, f"no passage of type {kind}"
+    # The file a passage comes from: a member's source runs through its archive or mail.
+    assert all(any(file_type(Path(p)) == kind for p in Path(s).parts) for s in sources), sources
 
 
 def test_a_table_keeps_its_header_in_every_chunk(drive_service: RunningService) -> None:

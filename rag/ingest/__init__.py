@@ -15,7 +15,7 @@ from rag.ingest.jobs import (
     source_roots,
 )
 from rag.ingest.locations import describe, document_path, location_kind
-from rag.ingest.readers import SUFFIX_TYPES, file_type, parse_document
+from rag.ingest.readers import READ_TYPES, SUFFIX_TYPES, file_type, parse_document
 from rag.ingest.server_paths import (
     BadPathError,
     UnsupportedUploadError,
@@ -30,6 +30,7 @@ from rag.ingest.server_paths import (
 from rag.ingest.sync import FolderSync, IngestLimits
 
 __all__ = [
+    "READ_TYPES",
     "describe",
     "document_path",
     "location_kind",

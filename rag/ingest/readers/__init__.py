@@ -12,9 +12,16 @@ from rag.ingest.readers.base import (
     Unreadable,
     ocr_options,
 )
-from rag.ingest.readers.registry import SUFFIX_TYPES, detect_type, file_type, parse_document
+from rag.ingest.readers.registry import (
+    READ_TYPES,
+    SUFFIX_TYPES,
+    detect_type,
+    file_type,
+    parse_document,
+)
 
 __all__ = [
+    "READ_TYPES",
     "SUFFIX_TYPES",
     "ContainerLimits",
     "OcrOptions",

@@ -106,6 +106,9 @@ READERS: dict[str, Reader] = {
     "image": images.read,
 }
 
+# The types a search filter may name (``file_types``): every type read, i.e. a chunk's "type".
+READ_TYPES: frozenset[str] = frozenset(READERS)
+
 UNSUPPORTED = {
     "xls": ".xls/.ppt binary formats are not supported (save as .xlsx)",
     "ppt": ".xls/.ppt binary formats are not supported (save as .pptx)",
