@@ -29,19 +29,20 @@ EXAMPLES = 25
 # (404) - both documented responses of /ask. The ingestion routes: a generated folder lies
 # outside the ingest roots (403) or does not exist (422), an index, document or job named at
 # random does not exist (404); a generated multipart upload is whatever files it holds, so no
-# upload is "negative".
+# upload is "negative", and a generated file name need not name a document type (415).
 CONFIG = """
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "404", "413"]
 
 [[operations]]
-include-path-regex = "^/v1/(indexes|jobs)/"
-checks.positive_data_acceptance.expected-statuses = ["2xx", "403", "404", "413", "422"]
-
-[[operations]]
 include-path = "/v1/indexes/{index}/documents"
 include-method = "POST"
 checks.negative_data_rejection.enabled = false
+checks.positive_data_acceptance.expected-statuses = ["2xx", "403", "404", "413", "415", "422"]
+
+[[operations]]
+include-path-regex = "^/v1/(indexes|jobs)/"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "403", "404", "413", "422"]
 """
 
 
