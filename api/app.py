@@ -29,8 +29,10 @@ from api.routes import router
 from rag.ask import (
     Answerer,
     EngineTokenCounter,
+    HistoryLimits,
     LocalTokenCounter,
     PromptBudget,
+    QueryRewriter,
     Reranker,
     Retriever,
     TokenCounter,
@@ -177,12 +179,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             if tokenizer
             else EngineTokenCounter(engine)
         )
+        budget = PromptBudget(engine, counter, max_model_len=settings.llm_max_model_len)
         answerer = Answerer(
             retriever,
-            PromptBudget(engine, counter, max_model_len=settings.llm_max_model_len),
+            budget,
             engine,
             passage_order=settings.passage_order,
             admission=admission,
+            rewriter=QueryRewriter(
+                engine, timeout_s=settings.rewrite_timeout_s, neutraliser=budget.neutraliser
+            ),
+            history_limits=HistoryLimits(settings.history_max_turns, settings.history_max_chars),
         )
         if settings.prompt_warm_passages:
             warming = asyncio.create_task(

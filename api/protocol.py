@@ -92,6 +92,15 @@ class Filters(BaseModel):
     _dates = field_validator("modified_after", "modified_before")(_representable)
 
 
+class HistoryTurn(BaseModel):
+    """One earlier message of a conversation, as the client received or sent it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: StrictStr
+
+
 class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -111,6 +120,14 @@ class AskRequest(BaseModel):
         json_schema_extra={"pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
     )
     filters: Filters | None = None
+    history: list[HistoryTurn] = Field(
+        default_factory=list,
+        description="The conversation so far, oldest first: each question (user) followed by "
+        "the answer it got (assistant). The question is retrieved with its conversation and "
+        "laid out after it; history over RAG_HISTORY_MAX_TURNS exchanges or "
+        "RAG_HISTORY_MAX_CHARS characters is cut, oldest first (never refused). See "
+        "docs/api.md, Conversations.",
+    )
     max_tokens: StrictInt | None = Field(
         default=None,
         ge=1,
@@ -166,6 +183,7 @@ class Timings(BaseModel):
     embed_ms: float
     search_ms: float
     rerank_ms: float
+    rewrite_ms: float = Field(description="writing a follow-up's standalone query")
     prompt_ms: float
     queue_ms: float
     ttft_ms: float | None
@@ -181,6 +199,10 @@ class AskResponse(BaseModel):
     finish_reason: str | None
     notice: str | None = Field(
         default=None, description="Why there is nothing to answer from, when filters left nothing."
+    )
+    query: str = Field(
+        description="What the passages were retrieved with: the question, or for a follow-up "
+        "its standalone form."
     )
 
 

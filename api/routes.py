@@ -27,7 +27,7 @@ from api.middleware import note_in_band_error
 from api.openapi import ASK_RESPONSES, METRICS_RESPONSES, READY_RESPONSES
 from api.protocol import AskRequest, AskResponse, HealthResponse, ReadyResponse
 from api.sse import sse_event
-from rag.ask import AskEvent, AskOptions, CitationsEvent, DoneEvent, answer_json
+from rag.ask import AskEvent, AskOptions, CitationsEvent, DoneEvent, answer_json, exchanges_from
 from rag.guard import ANONYMOUS
 from rag.store import SearchFilter
 
@@ -51,6 +51,7 @@ def ask_options(body: AskRequest, services: Services) -> AskOptions:
         max_tokens=body.max_tokens or s.max_output_tokens,
         temperature=body.temperature,
         timeout_s=body.timeout_s,
+        history=tuple(exchanges_from((turn.role, turn.content) for turn in body.history)),
     )
 
 

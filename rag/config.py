@@ -136,6 +136,13 @@ class Settings(BaseSettings):
     # Vectors of the latest questions kept, so a repeated question is not embedded again
     # (0: none kept; every ask embeds its question).
     query_cache_size: int = Field(default=4096, ge=0, le=1_000_000)
+    # Conversations (rag/ask/conversation.py): the earlier turns of an ask used, at most this
+    # many exchanges (question and answer) and this many characters of them, the newest kept
+    # (more is cut, never refused); a follow-up's rewrite into a standalone query waits this
+    # long for the engine (rag/ask/rewrite.py; 0: never rewritten, the fallback query always).
+    history_max_turns: int = Field(default=20, ge=0, le=1000)
+    history_max_chars: int = Field(default=32_000, ge=0, le=10_000_000)
+    rewrite_timeout_s: float = Field(default=5.0, ge=0, le=600)
 
     # Access: API keys (rag/guard/keys.py) and per-key rate limits (rag/guard/ratelimit.py).
     # auto: keys are required once the key file holds one; required: always (no key file, no

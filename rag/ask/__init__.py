@@ -16,6 +16,7 @@ from rag.ask.answer import (
     max_output_bound,
 )
 from rag.ask.chat import Completion, chat_options, model_cards
+from rag.ask.conversation import Exchange, HistoryLimits, cut_history, exchanges_from
 from rag.ask.passages import (
     MAX_AROUND,
     Passage,
@@ -38,6 +39,7 @@ from rag.ask.prompt import (
 )
 from rag.ask.rerank import CrossEncoderReranker
 from rag.ask.retrieval import Reranker, Retriever
+from rag.ask.rewrite import QueryRewriter, Standalone
 from rag.ask.special_tokens import (
     KNOWN_ADDED_TOKENS,
     QWEN3_ADDED_TOKENS,
@@ -57,7 +59,9 @@ __all__ = [
     "CrossEncoderReranker",
     "DoneEvent",
     "EngineTokenCounter",
+    "Exchange",
     "FittedPrompt",
+    "HistoryLimits",
     "KNOWN_ADDED_TOKENS",
     "LocalTokenCounter",
     "MAX_AROUND",
@@ -70,16 +74,20 @@ __all__ = [
     "PromptBudget",
     "PromptTooLongError",
     "QWEN3_ADDED_TOKENS",
+    "QueryRewriter",
     "Reading",
     "Reranker",
     "Retriever",
     "SMOLLM2_ADDED_TOKENS",
+    "Standalone",
     "Timings",
     "TokenCounter",
     "answer_json",
     "build_messages",
     "canonical_key",
     "chat_options",
+    "cut_history",
+    "exchanges_from",
     "max_output_bound",
     "model_cards",
     "order_passages",

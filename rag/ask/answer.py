@@ -3,6 +3,9 @@
 The engine is always called in streaming mode, so time-to-first-token is measured for whole
 answers too; a streaming caller gets the events as they happen: ``citations`` first (the
 passages in the prompt, numbered as the model sees them), then ``token`` deltas, then ``done``.
+A question with earlier turns (``AskOptions.history``) is a follow-up: retrieved with its
+standalone query (rag/ask/rewrite.py) and laid out after the rebuilt earlier turns
+(rag/ask/conversation.py).
 """
 
 from __future__ import annotations
@@ -11,11 +14,20 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from rag.ask.conversation import (
+    Exchange,
+    HistoryLimits,
+    Layout,
+    Queries,
+    cut_history,
+    fit_conversation,
+)
 from rag.ask.prompt import FittedPrompt, PassageOrder, PromptBudget
 from rag.ask.retrieval import Retriever
+from rag.ask.rewrite import QueryRewriter
 from rag.engine import Delta, EngineClient
 from rag.errors import IndexNotFoundError, RagError
 from rag.guard import AdmissionController, before
@@ -48,6 +60,7 @@ class AskOptions:
     max_tokens: int = 512
     temperature: float = 0.0
     timeout_s: float | None = None  # to the first token, waiting included; None: the default
+    history: tuple[Exchange, ...] = ()  # the earlier turns (cut to the answerer's limits)
 
 
 @dataclass(frozen=True)
@@ -89,7 +102,8 @@ class Timings:
     embed_ms: float = 0.0
     search_ms: float = 0.0
     rerank_ms: float = 0.0
-    prompt_ms: float = 0.0
+    rewrite_ms: float = 0.0  # a follow-up's standalone queries (rag/ask/rewrite.py)
+    prompt_ms: float = 0.0  # fitting, and rebuilding a conversation's earlier turns
     queue_ms: float = 0.0  # waiting for admission (rag/guard/admission.py)
     ttft_ms: float | None = None
     total_ms: float = 0.0
@@ -113,6 +127,7 @@ class Answer:
     model: str
     finish_reason: str | None = None
     notice: str | None = None  # why there is nothing to answer from, when that is the case
+    query: str = ""  # what the passages were retrieved with: the question, or its standalone form
     messages: list[dict[str, str]] = field(default_factory=list, repr=False)
 
 
@@ -168,12 +183,16 @@ class Answerer:
         *,
         passage_order: PassageOrder = "canonical",
         admission: AdmissionController | None = None,
+        rewriter: QueryRewriter | None = None,
+        history_limits: HistoryLimits | None = None,
     ) -> None:
         self.retriever = retriever
         self.budget = budget
         self.engine = engine
         self.passage_order = passage_order
         self.admission = admission  # None: every ask goes to the engine at once, no deadline
+        self.rewriter = rewriter or QueryRewriter(engine, neutraliser=budget.neutraliser)
+        self.history_limits = history_limits or HistoryLimits()
 
     async def prepare(
         self,
@@ -191,30 +210,70 @@ class Answerer:
             )
         if await asyncio.to_thread(store.get_meta, options.index) is None:
             raise IndexNotFoundError(f"index {options.index!r} does not exist")
+        history = cut_history(options.history, self.history_limits)
+        if not history:
+            query = (options.question,)
+            return await self._fit_turn(options, query, options.question, Layout(), timings, order)
+        started = time.perf_counter()
+        standalones = await self.rewriter.standalones(history, options.question)
+        timings.rewrite_ms = (time.perf_counter() - started) * 1000
+
+        async def fit_turn(queries: Queries, question: str, layout: Layout) -> FittedPrompt:
+            return await self._fit_turn(options, queries, question, layout, timings, order)
+
+        started = time.perf_counter()
+        fitted = await fit_conversation(
+            history,
+            options.question,
+            [s.queries for s in standalones],
+            fit_turn,
+            fill=options.top_k == "auto",
+        )
+        spent = (time.perf_counter() - started) * 1000  # the new turn's retrieval, the rest
+        timings.prompt_ms = spent - timings.embed_ms - timings.search_ms - timings.rerank_ms
+        return fitted
+
+    async def _fit_turn(
+        self,
+        options: AskOptions,
+        queries: Queries,
+        question: str,
+        layout: Layout,
+        timings: Timings,
+        order: PassageOrder | None,
+    ) -> FittedPrompt:
+        """One turn retrieved with ``queries`` and fitted after the earlier turns: the passages
+        they quote already are cited with their numbers there, not repeated."""
         auto = options.top_k == "auto"
         if auto:  # enough candidates to fill the window planned for; more while all fit
             limit = max(10, await self.budget.max_model_len() // AUTO_TOKENS_PER_CANDIDATE)
         else:
             limit = int(options.top_k)
+        quoted = layout.quoted()
+        prior = layout.messages(self.budget.neutraliser) if layout.turns else []
         while True:
-            found = await self.retriever.aretrieve(
-                options.index, options.question, limit, options.filter
+            found = await self.retriever.aretrieve_all(
+                options.index, queries, limit, options.filter
             )
             timings.embed_ms, timings.search_ms = found.embed_ms, found.search_ms
             timings.rerank_ms = found.rerank_ms
+            fresh = [hit for hit in found.hits if hit.id not in quoted]
             t = time.perf_counter()
             fitted = await self.budget.fit(
-                options.question,
-                found.hits,
+                question,
+                fresh,
                 limit=None if auto else limit,
                 max_output_tokens=options.max_tokens,
                 order=order or self.passage_order,
+                prior=prior,
+                first=layout.next,
             )
             timings.prompt_ms = (time.perf_counter() - t) * 1000
             if not (auto and fitted.took_all and len(found.hits) == limit < AUTO_MAX_CANDIDATES):
                 break
             limit = min(2 * limit, AUTO_MAX_CANDIDATES)
-        return fitted
+        reused = tuple((quoted[hit.id], hit) for hit in found.hits if hit.id in quoted)
+        return replace(fitted, reused=reused, query=queries[0])
 
     async def stream(
         self,
@@ -232,8 +291,9 @@ class Answerer:
         timings = Timings()
         fitted = await self.prepare(options, timings, order)
         model = (await self.engine.model_info()).id
-        citations = [Citation.from_hit(n, h) for n, h in enumerate(fitted.passages, start=1)]
+        citations = [Citation.from_hit(n, h) for n, h in fitted.numbered()]
         answer = Answer("", citations, Usage(), timings, model, messages=fitted.messages)
+        answer.query = fitted.query or options.question
         if not citations:
             filtered = not options.filter.is_empty()
             answer.notice = filter_notice(options.filter) if filtered else None
@@ -318,4 +378,5 @@ def answer_json(answer: Answer) -> dict[str, Any]:
         "model": answer.model,
         "finish_reason": answer.finish_reason,
         "notice": answer.notice,
+        "query": answer.query,
     }

@@ -1,7 +1,9 @@
 """OpenAI's chat-completions shape over ``Answerer``: a chat in, a completion or its chunks out.
 
-Each request is one question: the text of the last ``user`` message. Earlier turns and
-``system``/``developer`` messages are ignored, for retrieval and for the prompt alike: the
+Each request is one question: the text of the last ``user`` message; the ``user`` and
+``assistant`` messages before it are its conversation (``AskOptions.history``: the question is
+retrieved with them and laid out after them, see rag/ask/conversation.py). ``system``,
+``developer`` and ``tool`` messages are ignored, for retrieval and for the prompt alike: the
 answer comes from the passages under the service's own fixed system prompt (its prefix is
 cached by the engine, and a caller's system message cannot loosen its rules).
 
@@ -22,6 +24,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from rag.ask.answer import Answer, AskEvent, AskOptions, Citation, CitationsEvent, DoneEvent
+from rag.ask.conversation import SOURCES_MARK, exchanges_from
 from rag.errors import IndexNotFoundError
 from rag.indexes import IndexMeta, check_index_name
 from rag.store import VectorStore
@@ -82,8 +85,13 @@ def question_of(turns: Sequence[Turn]) -> str:
 
 
 def chat_options(turns: Sequence[Turn], *, model: str, defaults: AskOptions) -> AskOptions:
-    """/ask's options for the chat: its last user message, asked of the index ``model`` names."""
-    return replace(defaults, question=question_of(turns), index=index_of(model))
+    """/ask's options for the chat: its last user message, asked of the index ``model`` names,
+    with the user and assistant messages before it as its history."""
+    last = max((i for i, turn in enumerate(turns) if turn.role == "user"), default=0)
+    history = exchanges_from((turn.role, turn.text()) for turn in turns[:last])
+    return replace(
+        defaults, question=question_of(turns), index=index_of(model), history=tuple(history)
+    )
 
 
 def model_cards(store: VectorStore, readable: Callable[[str], bool]) -> list[dict[str, Any]]:
@@ -156,7 +164,7 @@ def sources_list(answer: Answer) -> str:
     the prompt when it has no mark (small models seldom write them); empty without passages."""
     marks = {int(n) for n in _MARK.findall(answer.answer)}
     cited = [c for c in answer.citations if c.n in marks] or answer.citations
-    return "\n\nSources:\n" + "\n".join(map(_source_line, cited)) if cited else ""
+    return SOURCES_MARK + "\n".join(map(_source_line, cited)) if cited else ""
 
 
 def _source_line(citation: Citation) -> str:

@@ -88,21 +88,49 @@ def passage_block(n: int, hit: Hit, neutraliser: Neutraliser = DEFAULT_NEUTRALIS
     return f'<passage n="{n}" source="{where}">\n{text}\n</passage>'
 
 
-def build_messages(
-    hits: Sequence[Hit], question: str, neutraliser: Neutraliser = DEFAULT_NEUTRALISER
-) -> list[Message]:
-    """System prompt, passages as quoted data, then the question: the prefix-cache order."""
+def user_content(
+    hits: Sequence[Hit],
+    question: str,
+    neutraliser: Neutraliser = DEFAULT_NEUTRALISER,
+    first: int = 1,
+) -> str:
+    """A turn's user message: its passages (numbered from ``first``), then its question."""
     blocks = "".join(
-        passage_block(n, hit, neutraliser) + BLOCK_END for n, hit in enumerate(hits, start=1)
+        passage_block(n, hit, neutraliser) + BLOCK_END for n, hit in enumerate(hits, start=first)
     )
-    return _messages(f"{PASSAGES_HEADER}{blocks}" if hits else "", question, neutraliser)
+    return _user(f"{PASSAGES_HEADER}{blocks}" if hits else "", question, neutraliser)
+
+
+def build_messages(
+    hits: Sequence[Hit],
+    question: str,
+    neutraliser: Neutraliser = DEFAULT_NEUTRALISER,
+    *,
+    prior: Sequence[Message] = (),
+    first: int = 1,
+) -> list[Message]:
+    """System prompt, the earlier turns of a conversation (``prior``, see
+    rag/ask/conversation.py), passages as quoted data, then the question: the prefix-cache
+    order. Passages are numbered from ``first``: citation numbers continue across turns."""
+    user = user_content(hits, question, neutraliser, first)
+    return [_SYSTEM, *prior, {"role": "user", "content": user}]
+
+
+_SYSTEM: Message = {"role": "system", "content": SYSTEM_PROMPT}
+
+
+def _user(passages: str, question: str, neutraliser: Neutraliser) -> str:
+    return f"{passages}Question: {neutraliser(question)}"
 
 
 def _messages(
-    passages: str, question: str, neutraliser: Neutraliser = DEFAULT_NEUTRALISER
+    passages: str,
+    question: str,
+    neutraliser: Neutraliser = DEFAULT_NEUTRALISER,
+    prior: Sequence[Message] = (),
 ) -> list[Message]:
-    user = f"{passages}Question: {neutraliser(question)}"
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    user = _user(passages, question, neutraliser)
+    return [_SYSTEM, *prior, {"role": "user", "content": user}]
 
 
 def canonical_key(hit: Hit) -> tuple[str, str, int, int]:
@@ -120,10 +148,20 @@ def order_passages(hits: Sequence[Hit], order: PassageOrder) -> list[Hit]:
 @dataclass(frozen=True)
 class FittedPrompt:
     messages: list[Message]
-    passages: list[Hit]  # in prompt order; passage n is passages[n - 1]
+    passages: list[Hit]  # the new ones, in prompt order; passage first + i is passages[i]
     prompt_tokens: int
     max_model_len: int
     took_all: bool = True  # every candidate fitted: more candidates might fit too
+    first: int = 1  # the number of the first new passage (earlier turns' passages come before)
+    # Retrieved again, but already quoted by an earlier turn of the conversation: (its number
+    # there, the passage); not repeated in the prompt.
+    reused: tuple[tuple[int, Hit], ...] = ()
+    query: str = ""  # what the passages were retrieved with ("": the question)
+
+    def numbered(self) -> list[tuple[int, Hit]]:
+        """Every passage this turn may cite, with its number in the prompt, in number order."""
+        fresh = enumerate(self.passages, start=self.first)
+        return sorted([*self.reused, *fresh], key=lambda pair: pair[0])
 
 
 # Counted right after each block: the first character of what follows every block in a prompt
@@ -157,11 +195,23 @@ def _counted_blocks(hits: Sequence[Hit], neutraliser: Neutraliser) -> list[str]:
     return [passage_block(0, hit, neutraliser) + BLOCK_END + BOUNDARY_PROBE for hit in hits]
 
 
+@dataclass(frozen=True)
+class _Turn:
+    """What a fit lays out around its passages: the question, the earlier turns, numbering."""
+
+    question: str
+    prior: Sequence[Message] = ()
+    first: int = 1
+
+
 def _assembled(
-    chosen: Sequence[Hit], question: str, order: PassageOrder, neutraliser: Neutraliser
+    chosen: Sequence[Hit], turn: _Turn, order: PassageOrder, neutraliser: Neutraliser
 ) -> tuple[list[Hit], list[Message]]:
     passages = order_passages(chosen, order)
-    return passages, build_messages(passages, question, neutraliser)
+    messages = build_messages(
+        passages, turn.question, neutraliser, prior=turn.prior, first=turn.first
+    )
+    return passages, messages
 
 
 class PromptBudget:
@@ -290,7 +340,7 @@ class PromptBudget:
         chosen: list[Hit],
         needs: list[int],
         derived: int,
-        question: str,
+        turn: _Turn,
         order: PassageOrder,
         window: int,
     ) -> tuple[list[Hit], list[Message], int]:
@@ -298,7 +348,7 @@ class PromptBudget:
         many as their derived costs, scaled by counted / derived, cover; the next count decides)."""
         while True:
             passages, messages = await asyncio.to_thread(
-                _assembled, chosen, question, order, self.neutraliser
+                _assembled, chosen, turn, order, self.neutraliser
             )
             counted = await self.counter.count_chat(messages)
             if counted <= window or not chosen:
@@ -325,14 +375,19 @@ class PromptBudget:
         limit: int | None,
         max_output_tokens: int,
         order: PassageOrder,
+        prior: Sequence[Message] = (),
+        first: int = 1,
     ) -> FittedPrompt:
         """The best-ranked passages (up to ``limit``; None fills the window), best first until
-        the next one does not fit, with the prompt's exact token count."""
+        the next one does not fit, with the prompt's exact token count. ``prior``: the earlier
+        turns of a conversation, laid out before this one (the base count holds them, so the
+        sum stays exact); ``first``: the number of this turn's first passage."""
         max_model_len = await self.max_model_len()
         window = max_model_len - max_output_tokens
         candidates = ranked if limit is None else ranked[:limit]
+        turn = _Turn(question, tuple(prior), first)
         base = await self.counter.count_chat(
-            _messages(PASSAGES_HEADER if candidates else "", question, self.neutraliser)
+            _messages(PASSAGES_HEADER if candidates else "", question, self.neutraliser, prior)
         )
         if base > window:
             raise PromptTooLongError(
@@ -345,9 +400,9 @@ class PromptBudget:
         for start in range(0, len(candidates), self._batch):
             batch = candidates[start : start + self._batch]
             costs = await self.block_costs(batch)
-            numbers = await self.number_tokens(len(chosen) + len(batch))
+            numbers = await self.number_tokens(first + len(chosen) + len(batch))
             for hit, cost in zip(batch, costs, strict=True):
-                need = cost - numbers[0] + numbers[len(chosen) + 1]
+                need = cost - numbers[0] + numbers[first + len(chosen)]
                 if used + need > window:
                     misfit = need
                     break
@@ -359,7 +414,7 @@ class PromptBudget:
         if chosen and (window - used < RECOUNT_MARGIN or not await self.derivation_exact()):
             derived, taken, before = used, len(chosen), list(needs)
             passages, messages, used = await self._recounted(
-                chosen, needs, used, question, order, window
+                chosen, needs, used, turn, order, window
             )
             if len(chosen) < taken:
                 misfit = misfit or before[len(chosen)]  # the best passage dropped
@@ -368,7 +423,7 @@ class PromptBudget:
                 self._exact = False
         else:
             passages, messages = await asyncio.to_thread(
-                _assembled, chosen, question, order, self.neutraliser
+                _assembled, chosen, turn, order, self.neutraliser
             )
         if candidates and not chosen:
             raise NoPassageFitsError(
@@ -377,4 +432,6 @@ class PromptBudget:
                 f"are left after the question ({base} tokens) and the {max_output_tokens} tokens "
                 "reserved for the answer; ask for fewer max_tokens"
             )
-        return FittedPrompt(messages, passages, used, max_model_len, took_all=not misfit)
+        return FittedPrompt(
+            messages, passages, used, max_model_len, took_all=not misfit, first=first
+        )

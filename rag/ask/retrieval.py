@@ -184,6 +184,21 @@ class Retriever:
             self._search, index, question, limit, flt, mode, exact, dense, t0
         )
 
+    async def aretrieve_all(
+        self, index: str, queries: Sequence[str], limit: int, flt: SearchFilter | None = None
+    ) -> Retrieved:
+        """The best ``limit`` hits for one query, or for several with their rankings fused
+        (``fuse_rankings``); the stages' times are the slowest query's (they run together)."""
+        if len(queries) == 1:
+            return await self.aretrieve(index, queries[0], limit, flt)
+        found = await asyncio.gather(*(self.aretrieve(index, q, limit, flt) for q in queries))
+        return Retrieved(
+            fuse_rankings([f.hits for f in found], limit),
+            max(f.embed_ms for f in found),
+            max(f.search_ms for f in found),
+            max(f.rerank_ms for f in found),
+        )
+
     def _search(
         self,
         index: str,
@@ -216,3 +231,19 @@ class Retriever:
             hits = self.reranker.rerank(question, hits, limit)
             rerank_ms = (time.perf_counter() - t2) * 1000
         return Retrieved(hits[:limit], (t1 - t0) * 1000, (t2 - t1) * 1000, rerank_ms)
+
+
+RRF_K = 60  # reciprocal rank fusion's constant, as Qdrant and the literature use it
+
+
+def fuse_rankings(rankings: Sequence[Sequence[Hit]], limit: int) -> list[Hit]:
+    """Rankings of several queries as one (reciprocal rank fusion); ties in point-id order, so
+    the same rankings always fuse alike. Each hit keeps its first ranking's score."""
+    scores: dict[str, float] = {}
+    first: dict[str, Hit] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking):
+            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (RRF_K + rank + 1)
+            first.setdefault(hit.id, hit)
+    order = sorted(scores, key=lambda i: (-round(scores[i], SCORE_DECIMALS + 4), i))
+    return [first[i] for i in order[:limit]]
