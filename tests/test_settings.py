@@ -165,6 +165,39 @@ def check_query_cache_size(world: World) -> None:
     assert timings[1]["embed_ms"] > 0.5, timings
 
 
+def _follow_up(running: RunningService, history: list[tuple[str, str]]) -> dict[str, Any]:
+    turns = [
+        {"role": role, "content": text}
+        for question, answer in history
+        for role, text in (("user", question), ("assistant", answer))
+    ]
+    return _answer(running, max_tokens=4, history=turns)
+
+
+def check_rewrite_timeout(world: World) -> None:
+    """0: a follow-up is never rewritten; it is retrieved with the recent questions before it."""
+    with world.serve(RAG_REWRITE_TIMEOUT_S="0") as running:
+        assert running.app.state.services.answerer.rewriter.timeout_s == 0
+        body = _follow_up(running, [("Where do I send receipts?", "To finance.")])
+    assert body["query"] == "Where do I send receipts?\nWhat is the travel budget?"
+
+
+def check_history_max_turns(world: World) -> None:
+    """One exchange kept: the older question plays no part in the follow-up's query."""
+    env = {"RAG_HISTORY_MAX_TURNS": "1", "RAG_REWRITE_TIMEOUT_S": "0"}
+    with world.serve(**env) as running:
+        body = _follow_up(running, [("Older question?", "Old."), ("Newer question?", "New.")])
+    assert body["query"] == "Newer question?\nWhat is the travel budget?"
+
+
+def check_history_max_chars(world: World) -> None:
+    """The exchanges within 30 characters, newest first: the long older one is cut."""
+    env = {"RAG_HISTORY_MAX_CHARS": "30", "RAG_REWRITE_TIMEOUT_S": "0"}
+    with world.serve(**env) as running:
+        body = _follow_up(running, [("Older question?", "x" * 40), ("Newer question?", "New.")])
+    assert body["query"] == "Newer question?\nWhat is the travel budget?"
+
+
 def check_embed_batch_size(world: World) -> None:
     with world.serve(RAG_EMBED_BATCH_SIZE="3") as running:
         assert running.app.state.services.answerer.retriever.embedder.batch_size == 3
@@ -586,6 +619,9 @@ CHECKS: dict[str, Callable[[World], None]] = {
     "RAG_EMBED_MODEL": check_embed_model,
     "RAG_EMBED_BATCH_SIZE": check_embed_batch_size,
     "RAG_QUERY_CACHE_SIZE": check_query_cache_size,
+    "RAG_HISTORY_MAX_TURNS": check_history_max_turns,
+    "RAG_HISTORY_MAX_CHARS": check_history_max_chars,
+    "RAG_REWRITE_TIMEOUT_S": check_rewrite_timeout,
     "RAG_TORCH_THREADS": check_torch_threads,
     "RAG_QDRANT_URL": check_qdrant,
     "RAG_QDRANT_API_KEY": check_qdrant,

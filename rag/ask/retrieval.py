@@ -188,10 +188,13 @@ class Retriever:
         self, index: str, queries: Sequence[str], limit: int, flt: SearchFilter | None = None
     ) -> Retrieved:
         """The best ``limit`` hits for one query, or for several with their rankings fused
-        (``fuse_rankings``); the stages' times are the slowest query's (they run together)."""
+        (``fuse_rankings``, each ranking deeper by up to ``FUSION_EXTRA``, so that a hit one
+        query ranks just past the cut still counts); the stages' times are the slowest query's
+        (they run together)."""
         if len(queries) == 1:
             return await self.aretrieve(index, queries[0], limit, flt)
-        found = await asyncio.gather(*(self.aretrieve(index, q, limit, flt) for q in queries))
+        depth = limit + min(2 * limit, FUSION_EXTRA)
+        found = await asyncio.gather(*(self.aretrieve(index, q, depth, flt) for q in queries))
         return Retrieved(
             fuse_rankings([f.hits for f in found], limit),
             max(f.embed_ms for f in found),
@@ -234,6 +237,7 @@ class Retriever:
 
 
 RRF_K = 60  # reciprocal rank fusion's constant, as Qdrant and the literature use it
+FUSION_EXTRA = 100  # hits past the cut each fused ranking holds, at most
 
 
 def fuse_rankings(rankings: Sequence[Sequence[Hit]], limit: int) -> list[Hit]:
