@@ -172,6 +172,46 @@ def test_an_answer_streams_in_with_numbered_cards_its_marks_link_to(
         shutil.copy(shot, wanted)
 
 
+def test_a_follow_up_sends_the_conversation_and_cards_are_numbered_across_turns(
+    service: RunningService, page: Page
+) -> None:
+    page.goto(service.url)
+    index = page.get_by_label("Index", exact=True)
+    index.locator("option[value=docs]").wait_for(state="attached")
+    index.select_option("docs")
+    fields = {"Longest answer (tokens)": "24", "Passages (top_k)": "3"}
+    with page.expect_response(f"{service.url}/ask") as sent:
+        ask(page, "What does the zeppelin fleet expansion depend on?", **fields)
+    page.wait_for_selector("#answer-section[data-state=done]")
+    assert "history" not in json.loads(sent.value.request.post_data or "")
+    first_answer = page.locator("#answer").text_content() or ""
+    first_cards = page.locator("#citations > li").evaluate_all("cards => cards.map(c => c.id)")
+    assert first_cards == [f"cite-{n}" for n in range(1, len(first_cards) + 1)]
+
+    with page.expect_response(f"{service.url}/ask") as sent:
+        ask(page, "And when will it be finished?", **fields)
+    page.wait_for_selector("#answer-section[data-state=done]")
+    body = json.loads(sent.value.request.post_data or "")
+    user, assistant = body["history"]  # the answer as streamed; the page shows [1, 2] as [1][2]
+    assert user == {"role": "user", "content": "What does the zeppelin fleet expansion depend on?"}
+    assert assistant["role"] == "assistant"
+    assert MARK.sub("", assistant["content"]).strip() == MARK.sub("", first_answer).strip()
+    asked = page.locator("#conversation .asked")
+    assert asked.all_text_contents() == ["What does the zeppelin fleet expansion depend on?"]
+    ids = page.locator("#citations > li").evaluate_all("cards => cards.map(c => c.id)")
+    numbers = [int(i.removeprefix("cite-")) for i in ids]
+    assert numbers == sorted(set(numbers))  # one card per number, in order
+    assert ids[: len(first_cards)] == first_cards  # turn 1's cards stay; turn 2's come after
+
+    page.get_by_role("button", name="New chat").click()
+    assert page.locator("#citations > li").count() == 0
+    assert page.locator("#conversation-section").is_hidden()
+    with page.expect_response(f"{service.url}/ask") as sent:
+        ask(page, "How should receipts be submitted?", **fields)
+    page.wait_for_selector("#answer-section[data-state=done]")
+    assert "history" not in json.loads(sent.value.request.post_data or "")
+
+
 def test_stop_ends_an_answer_while_it_streams(service: RunningService, page: Page) -> None:
     page.goto(service.url)
     ask(page, "Describe the handbook in detail.", **{"Longest answer (tokens)": "400"})

@@ -1,12 +1,17 @@
 // The playground: POST /ask with "stream": true, read as server-sent events (citations, token,
 // done, error) through fetch and a ReadableStream. Server text only ever reaches the page as
-// text nodes (textContent, createTextNode): never as HTML.
+// text nodes (textContent, createTextNode): never as HTML. It keeps a conversation: each
+// follow-up sends the earlier questions and answers as "history"; citation numbers continue
+// across turns, so the cards of every turn stay listed by number; "New chat" starts over.
 import { MARK, citedSpans, markNumbers } from "./citing.js";
 
 const KEY_STORAGE = "rag-playground.api-key";
 const $ = (id) => document.getElementById(id);
-let citations = [];
+let citations = []; // the current answer's
 let answer = "";
+let turns = []; // the conversation so far: {question, answer}, oldest first
+const cards = new Map(); // every turn's passages, by number
+let settled = new Map(); // the cards of the turns that were answered (not stopped or failed)
 let controller = null;
 
 // --- the key, kept in local storage --------------------------------------------------------
@@ -60,6 +65,12 @@ async function loadIndexes() {
 
 function askBody() {
   const body = { question: $("question").value, stream: true };
+  if (turns.length) {
+    body.history = turns.flatMap((t) => [
+      { role: "user", content: t.question },
+      { role: "assistant", content: t.answer },
+    ]);
+  }
   const index = $("index").value.trim();
   if (index) body.index = index;
   if ($("top-k-auto").checked) body.top_k = "auto";
@@ -127,22 +138,26 @@ async function ask() {
   const mine = (controller = new AbortController());
   showError("");
   setState("asking", "Asking…");
+  renderConversation();
+  cards.clear(); // an answer stopped or failed is no turn: its cards go
+  for (const [n, c] of settled) cards.set(n, c);
+  renderCards();
   citations = [];
   answer = "";
   renderAnswer();
-  renderCards();
   $("usage").textContent = "";
+  const body = askBody();
   try {
     const response = await fetch("/ask", {
       method: "POST",
       headers: { "Content-Type": "application/json", Accept: "text/event-stream", ...keyHeaders() },
-      body: JSON.stringify(askBody()),
+      body: JSON.stringify(body),
       signal: mine.signal,
     });
     if (!response.ok) {
       showError(await statusMessage(response));
       setState("error", "");
-    } else if (!(await readAnswer(response))) {
+    } else if (!(await readAnswer(response, body.question))) {
       showError("The answer stream ended before the service said it was done (connection lost?).");
       setState("error", "");
     }
@@ -161,11 +176,13 @@ async function ask() {
   }
 }
 
-/** Shows the events of one answer as they come; whether the stream ended with done or error. */
-async function readAnswer(response) {
+/** Shows the events of one answer as they come; whether the stream ended with done or error.
+ * An answer that is done becomes a turn of the conversation. */
+async function readAnswer(response, question) {
   for await (const { event, data } of serverEvents(response)) {
     if (event === "citations") {
       citations = data.citations || [];
+      for (const c of citations) cards.set(c.n, c);
       renderCards();
       setState("streaming", data.notice || `${citations.length} passages; answering…`);
     } else if (event === "token") {
@@ -173,6 +190,8 @@ async function readAnswer(response) {
       renderAnswer();
     } else if (event === "done") {
       highlightCited();
+      turns.push({ question, answer }); // shown with the conversation once the next is asked
+      settled = new Map(cards);
       showUsage(data);
       setState("done", data.notice || "");
       return true;
@@ -216,12 +235,20 @@ function showUsage(done) {
   $("usage").textContent = parts.join(" · ");
 }
 
+/** The answer's text with its [n] marks as links to the cards (marks of no passage: text). */
 function renderAnswer() {
-  const box = $("answer");
+  renderMarked($("answer"), answer);
+}
+
+function highestNumber() {
+  return Math.max(0, ...cards.keys());
+}
+
+function renderMarked(box, answer) {
   box.replaceChildren();
   let last = 0;
   for (const match of answer.matchAll(MARK)) {
-    const numbers = markNumbers(match[1], citations.length);
+    const numbers = markNumbers(match[1], highestNumber()).filter((n) => cards.has(n));
     if (!numbers.length) continue; // "[7]" with five passages, or "[2024]": plain text
     box.append(document.createTextNode(answer.slice(last, match.index)));
     numbers.forEach((n) => {
@@ -229,7 +256,7 @@ function renderAnswer() {
       link.className = "mark";
       link.href = `#cite-${n}`;
       link.textContent = numbers.length === 1 ? match[0] : `[${n}]`;
-      link.setAttribute("aria-label", `citation ${n}: ${citations[n - 1].source}`);
+      link.setAttribute("aria-label", `citation ${n}: ${cards.get(n).source}`);
       box.append(link);
     });
     last = match.index + match[0].length;
@@ -246,10 +273,45 @@ function whereText(c) {
   return parts.join(" · ");
 }
 
+/** The earlier turns, oldest first: each question and the answer it got. */
+function renderConversation() {
+  const list = $("conversation");
+  list.replaceChildren();
+  for (const turn of turns) {
+    const item = document.createElement("li");
+    const question = document.createElement("p");
+    question.className = "asked";
+    question.textContent = turn.question;
+    const answered = document.createElement("p");
+    answered.className = "answered";
+    renderMarked(answered, turn.answer);
+    item.append(question, answered);
+    list.append(item);
+  }
+  $("conversation-section").hidden = !turns.length;
+}
+
+function newChat() {
+  if (controller) controller.abort();
+  turns = [];
+  cards.clear();
+  settled = new Map();
+  citations = [];
+  answer = "";
+  renderConversation();
+  renderAnswer();
+  renderCards();
+  showError("");
+  setState("idle", "");
+  $("usage").textContent = "";
+  $("question").value = "";
+  $("question").focus();
+}
+
 function renderCards() {
   const list = $("citations");
   list.replaceChildren();
-  for (const c of citations) {
+  for (const c of [...cards.values()].sort((x, y) => x.n - y.n)) {
     const card = document.createElement("li");
     card.className = "card";
     card.id = `cite-${c.n}`;
@@ -285,14 +347,18 @@ function renderCards() {
 // --- the cited span (see citing.js) ------------------------------------------------------------
 
 function highlightCited() {
-  const spans = citedSpans(answer, citations.map((c) => c.text));
+  const texts = Array.from({ length: highestNumber() }, (_, i) => cards.get(i + 1)?.text ?? "");
+  const spans = citedSpans(answer, texts);
   for (const [n, ranges] of spans) {
     const card = $(`cite-${n}`);
-    const badge = document.createElement("span");
-    badge.className = "cited";
-    badge.textContent = "cited";
-    card.querySelector("h3").append(badge);
-    markRanges(card.querySelector(".passage"), citations[n - 1].text, ranges);
+    if (!card) continue;
+    if (!card.querySelector(".cited")) {
+      const badge = document.createElement("span");
+      badge.className = "cited";
+      badge.textContent = "cited";
+      card.querySelector("h3").append(badge);
+    }
+    markRanges(card.querySelector(".passage"), cards.get(n).text, ranges);
   }
 }
 
@@ -340,7 +406,9 @@ function start() {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) $("ask-form").requestSubmit();
   });
   $("stop").addEventListener("click", () => controller && controller.abort());
+  $("new-chat").addEventListener("click", newChat);
   $("answer").addEventListener("click", followMark);
+  $("conversation").addEventListener("click", followMark);
   loadIndexes();
 }
 
