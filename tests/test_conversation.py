@@ -195,6 +195,7 @@ def test_history_over_the_limits_is_cut_not_refused(firms: RunningService) -> No
             {"role": "assistant", "content": f"Answer {k}."},
         ]
     history[0]["content"] = "Tell me everything. " * 2000  # a 40,000-character earlier turn
+    history[-2]["content"] = "Tell me more. " * 3000  # and the newest: longer than the window
     follow = ask(firms, FOLLOW_UP, history)
     assert follow["answer"]
     assert follow["usage"]["prompt_tokens"] < 8192

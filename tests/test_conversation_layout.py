@@ -170,3 +170,19 @@ def test_history_text_cannot_spell_special_tokens(budget: PromptBudget) -> None:
     for message in fitted.messages[1:]:
         assert "<|im_start|>" not in message["content"]
         assert "<|im_end|>" not in message["content"]
+
+
+def test_an_earlier_turn_that_does_not_fit_even_alone_is_left_out(budget: PromptBudget) -> None:
+    huge = Exchange("Tell me more. " * 3000, "More.")
+    fitted = conversation(
+        budget,
+        [huge, Exchange("one?", "First.")],
+        "two?",
+        {
+            **RANKINGS,
+            huge.question: PASSAGES[:1],
+        },
+    )
+    assert fitted.messages[2] == {"role": "assistant", "content": "First."}
+    assert fitted.messages[1]["content"].endswith("Question: one?")
+    assert fitted.prompt_tokens <= 8192 - 256

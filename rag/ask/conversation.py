@@ -173,7 +173,10 @@ async def fit_conversation(
         raise ValueError("one query per turn, the new one included")
     layout = Layout()
     for exchange, turn_queries in zip(exchanges, queries, strict=False):
-        fitted = await _fit_with_room(fit_turn, turn_queries, exchange.question, layout, fill)
+        try:
+            fitted = await _fit_with_room(fit_turn, turn_queries, exchange.question, layout, fill)
+        except (PromptTooLongError, NoPassageFitsError):
+            continue  # a turn that does not fit even alone is left out, never an error
         layout.add(exchange, fitted)
     return await _fit_with_room(fit_turn, queries[-1], question, layout, fill)
 
