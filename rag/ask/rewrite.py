@@ -6,7 +6,8 @@ engine rewrites it from the recent turns, under a fixed prompt of its own (a sho
 temperature 0 with its own deadline; a turn without history is never rewritten). The rewrite is
 searched together with the engine-free fallback query (the recent user questions before the new
 one), their rankings fused, so a weak rewrite cannot lose the conversation's subject. When the
-rewrite fails, is late or is no usable query, the fallback alone is searched.
+rewrite fails, is late or is no usable query (empty, too long, or the question repeated), the
+fallback alone is searched.
 
 Outcomes are remembered by what the rewrite was shown (the late and failed ones too), so the
 same conversation always retrieves the same passages on a replica, and an earlier turn rebuilt
@@ -77,6 +78,13 @@ def clean_rewrite(text: str) -> str | None:
     return query
 
 
+def _same(query: str, question: str) -> bool:
+    def words(text: str) -> list[str]:
+        return "".join(c if c.isalnum() else " " for c in text.casefold()).split()
+
+    return words(query) == words(question)
+
+
 class QueryRewriter:
     """Standalone queries for follow-ups, written by the engine, remembered by conversation."""
 
@@ -116,7 +124,7 @@ class QueryRewriter:
             return Standalone((question,), "question")
         context = context_query(earlier, question)
         rewritten = await self._outcome(self.messages(earlier, question))
-        if rewritten is None:
+        if rewritten is None or _same(rewritten, question):  # an echo resolves nothing
             return Standalone((context,), "fallback")
         return Standalone((rewritten, context), "rewrite")
 
