@@ -66,9 +66,7 @@ PASSAGES = [
 ASK = {"index": INDEX, "top_k": 3, "max_tokens": 32}
 
 
-@pytest.fixture(scope="module")
-def firms_data(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Path:
-    data = tmp_path_factory.mktemp("conversation") / "data"
+def index_firms(data: Path, embedder: Embedder) -> Path:
     store = EdgeStore(data)
     try:
         passages = [(source, text, 0) for source, text in PASSAGES]
@@ -76,6 +74,11 @@ def firms_data(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> 
     finally:
         store.close()
     return data
+
+
+@pytest.fixture(scope="module")
+def firms_data(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Path:
+    return index_firms(tmp_path_factory.mktemp("conversation") / "data", embedder)
 
 
 def serve(data: Path, engine_url: str, **settings: Any) -> RunningService:
@@ -177,9 +180,11 @@ def test_the_same_conversation_retrieves_the_same_passages(firms: RunningService
 
 
 def test_a_late_rewrite_falls_back_to_the_recent_questions(
-    firms_data: Path, engine_url: str
+    tmp_path: Path, embedder: Embedder, engine_url: str
 ) -> None:
-    with serve(firms_data, engine_url, rewrite_timeout_s=0.001) as late:
+    # its own copy of the index: the module's service holds the embedded store's lock
+    data = index_firms(tmp_path / "data", embedder)
+    with serve(data, engine_url, rewrite_timeout_s=0.001) as late:
         _, history = first_turn(late)
         follow = ask(late, FOLLOW_UP, history)
     assert follow["query"] == f"{FIRST}\n{FOLLOW_UP}"
