@@ -28,6 +28,7 @@ from api.playground import router as playground_router
 from api.routes import router
 from rag.ask import (
     Answerer,
+    DirectChat,
     EngineTokenCounter,
     HistoryLimits,
     LocalTokenCounter,
@@ -207,6 +208,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             store=store,
             engine=engine,
             answerer=answerer,
+            direct=DirectChat(answerer),
             metrics=metrics,
             supervisor=supervisor,
             engine_process=engine_process,
@@ -256,7 +258,10 @@ def create_app(settings: Settings, *, announce: bool = False) -> FastAPI:
     app.router.routes.append(McpRoute())  # the MCP server (api/mcp.py)
     upload_bytes = int(settings.max_file_mb * 1_000_000) + 65536  # with the multipart framing
     app.add_middleware(
-        BodyLimit, max_bytes=settings.max_request_bytes, upload_max_bytes=upload_bytes
+        BodyLimit,
+        max_bytes=settings.max_request_bytes,
+        upload_max_bytes=upload_bytes,
+        chat_max_bytes=settings.chat_max_request_bytes,
     )
     app.add_middleware(KeyGate)  # the key checked when a route first reads its body, first
     app.add_middleware(CountRequests)  # counts the 401s of KeyGate and 413s of BodyLimit too

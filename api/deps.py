@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.metrics import ServiceMetrics
-from rag.ask import Answerer
+from rag.ask import Answerer, DirectChat
 from rag.config import Settings
 from rag.engine import EngineClient, EngineProcess, EngineSupervisor
 from rag.guard import ServiceRecord
@@ -22,6 +22,7 @@ class Services:
     store: VectorStore
     engine: EngineClient
     answerer: Answerer
+    direct: DirectChat  # the engine's own model, and chat UIs' task prompts
     metrics: ServiceMetrics
     supervisor: EngineSupervisor
     engine_process: EngineProcess | None = None

@@ -17,6 +17,7 @@ from rag.ask import (
     OutputTooLongError,
     PassageNotFoundError,
     PromptTooLongError,
+    QuestionTooLongError,
 )
 from rag.embed import EmbedServiceError
 from rag.engine import EngineRejectedError, EngineTimeoutError, EngineUnavailableError
@@ -41,6 +42,7 @@ RETRY_AFTER_S = 5
 STATUSES: list[tuple[type[Exception], int, str]] = [
     *ACCESS_STATUSES,  # 401, 403, 429
     (PromptTooLongError, 413, "prompt_too_long"),
+    (QuestionTooLongError, 413, "question_too_long"),
     (NoPassageFitsError, 413, "no_passage_fits"),
     (OutputTooLongError, 422, "invalid_request"),
     (TimeoutTooLongError, 422, "invalid_request"),

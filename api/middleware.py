@@ -14,20 +14,37 @@ JSON_TYPE = b"application/json"
 # Uploads (api/ingest_routes.py) are multipart bodies with their own, larger limit.
 UPLOAD_PATH = re.compile(r"/v1/indexes/[^/]+/documents")
 MULTIPART = b"multipart/form-data"
+# Chat UIs resend the whole conversation, and their tool definitions, with every question.
+CHAT_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 
 class BodyLimit:
     """413 for a body over ``max_bytes``: at once from Content-Length, else as soon as the bytes
     received pass the limit (nothing past it is read). A multipart upload of documents may be
-    ``upload_max_bytes`` (RAG_MAX_FILE_MB)."""
+    ``upload_max_bytes`` (RAG_MAX_FILE_MB), a chat completion ``chat_max_bytes``
+    (RAG_CHAT_MAX_REQUEST_BYTES)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, upload_max_bytes: int = 0) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, upload_max_bytes: int = 0, chat_max_bytes: int = 0
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.upload_max_bytes = upload_max_bytes
+        self.chat_max_bytes = chat_max_bytes or max_bytes
 
-    def _too_large(self, limit: int, upload: bool) -> str:
-        setting = "RAG_MAX_FILE_MB" if upload else "RAG_MAX_REQUEST_BYTES"
+    def _limit(self, scope: Scope, content_type: bytes) -> tuple[int, str]:
+        """The limit of this request's body, and the setting that sets it."""
+        if scope["method"] != "POST":
+            return self.max_bytes, "RAG_MAX_REQUEST_BYTES"
+        if scope["path"] in CHAT_PATHS:
+            return self.chat_max_bytes, "RAG_CHAT_MAX_REQUEST_BYTES"
+        multipart = content_type.split(b";", 1)[0].strip().lower() == MULTIPART
+        if multipart and UPLOAD_PATH.fullmatch(scope["path"]) is not None:
+            return max(self.max_bytes, self.upload_max_bytes), "RAG_MAX_FILE_MB"
+        return self.max_bytes, "RAG_MAX_REQUEST_BYTES"
+
+    @staticmethod
+    def _too_large(limit: int, setting: str) -> str:
         return f"the request body is larger than {limit} bytes ({setting})"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -35,16 +52,10 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        content_type = headers.get(b"content-type", JSON_TYPE)
-        upload = (
-            scope["method"] == "POST"
-            and content_type.split(b";", 1)[0].strip().lower() == MULTIPART
-            and UPLOAD_PATH.fullmatch(scope["path"]) is not None
-        )
-        limit = max(self.max_bytes, self.upload_max_bytes) if upload else self.max_bytes
+        limit, setting = self._limit(scope, headers.get(b"content-type", JSON_TYPE))
         length = headers.get(b"content-length", b"0")
         if length.isdigit() and int(length) > limit:
-            body = {"error": {"type": "body_too_large", "message": self._too_large(limit, upload)}}
+            body = {"error": {"type": "body_too_large", "message": self._too_large(limit, setting)}}
             await _send_json(send, 413, body)
             return
         received = 0
@@ -55,7 +66,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise HTTPException(413, self._too_large(limit, upload))
+                    raise HTTPException(413, self._too_large(limit, setting))
             return message
 
         await self.app(scope, limited, send)

@@ -111,13 +111,33 @@ CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {"text/event-stream": {"schema": CHAT_SSE_EVENT}},
     },
     404: _error(
-        "The model is not `rag:<index>` of an existing index (`unknown_index`): GET /v1/models."
+        "The model is neither `rag:<index>` of an existing index nor the engine's own "
+        "(`unknown_index`): GET /v1/models."
     ),
+    413: _error(
+        "The body is larger than RAG_CHAT_MAX_REQUEST_BYTES (`body_too_large`), the question "
+        "(the last user message, for a `rag:` model) is over 4000 characters "
+        "(`question_too_long`) or does not fit the window (`prompt_too_long`), passages matched "
+        "but none fits beside the question and the reserved answer (`no_passage_fits`), or the "
+        "ask needs more tokens than the engine's whole KV cache (`exceeds_engine_capacity`)."
+    ),
+}
+COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **CHAT_RESPONSES,
+    200: {
+        "description": "The text completion (JSON), or its chunks as events when `stream` is true.",
+        "content": {"text/event-stream": {"schema": CHAT_SSE_EVENT}},
+    },
 }
 MODELS_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: _error("An API key is required and none (or an invalid one) was sent.", AUTHENTICATE),
     429: _error("The key is over its requests per second.", RETRY_AFTER),
     503: _error("The store is unavailable.", RETRY_AFTER),
+}
+MODEL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **MODELS_RESPONSES,
+    403: _error("The API key may not read the model's index (`permission_denied`)."),
+    404: _error("No such model (`unknown_index`): GET /v1/models lists them."),
 }
 METRICS_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: _error(
@@ -135,6 +155,7 @@ BOUNDED = [
     ("AskRequest", "max_tokens"),
     ("ChatCompletionRequest", "max_tokens"),
     ("ChatCompletionRequest", "max_completion_tokens"),
+    ("CompletionRequest", "max_tokens"),
 ]
 
 
@@ -179,9 +200,10 @@ def install_contract(app: FastAPI) -> None:
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
         schema["paths"]["/ask"]["post"]["responses"]["200"]["description"] += " " + SSE_DESCRIPTION
-        chat = schema["paths"].get("/v1/chat/completions")
-        if chat is not None:
-            chat["post"]["responses"]["200"]["description"] += " " + CHAT_SSE_DESCRIPTION
+        for path in ("/v1/chat/completions", "/v1/completions"):
+            chat = schema["paths"].get(path)
+            if chat is not None:
+                chat["post"]["responses"]["200"]["description"] += " " + CHAT_SSE_DESCRIPTION
         _bound_timeout(schema, app.state.settings.max_request_timeout_s)
         services = getattr(app.state, "services", None)
         info = services.engine.known_model_info if services is not None else None

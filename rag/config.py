@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     max_question_chars: int = Field(default=4000, ge=1)
     # Requests with a larger body get 413 before more of it is read (a question is <= 4000 chars).
     max_request_bytes: int = Field(default=65536, ge=1024)
+    # The body limit of /v1/chat/completions and /v1/completions instead: chat UIs resend the
+    # whole conversation and ~26 KB of tool definitions (Open WebUI) with every question.
+    chat_max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    # Chat completions end their content with the list of the passages cited ("Sources:") unless
+    # the request's `sources` says otherwise: chat UIs show only the content.
+    chat_sources: bool = True
     retrieval_mode: Literal["dense", "sparse", "hybrid"] = "hybrid"
     hybrid_fusion: Literal["dbsf", "rrf"] = "dbsf"
     passage_order: Literal["canonical", "score"] = "canonical"

@@ -36,9 +36,12 @@ def extension(obj: Any, name: str) -> Any:
     return (obj.model_extra or {}).get(name)
 
 
-def test_models_are_the_indexes_of_the_store(service: RunningService) -> None:
+def test_models_are_the_indexes_of_the_store_then_the_engines_own(
+    service: RunningService,
+) -> None:
     models = client_of(service).models.list()
-    assert sorted(m.id for m in models.data) == ["rag:docs", "rag:whole"]
+    engine = service.call(service.app.state.services.engine.model_info()).id
+    assert [m.id for m in models.data] == ["rag:docs", "rag:whole", engine]
     assert all(m.owned_by == "rag-service" and m.created > 0 for m in models.data)
 
 
@@ -220,7 +223,7 @@ def test_a_key_sees_and_asks_only_the_models_of_its_indexes(
 ) -> None:
     running, key = scoped
     client = client_of(running, key)
-    assert [m.id for m in client.models.list().data] == ["rag:team-a"]
+    assert [m.id for m in client.models.list().data][:-1] == ["rag:team-a"]  # then the engine
     done = client.chat.completions.create(model="rag:team-a", messages=ASK, max_tokens=4)
     assert extension(done, "citations")
     with pytest.raises(openai.PermissionDeniedError, match="team-b"):

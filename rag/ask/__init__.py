@@ -1,5 +1,5 @@
 """Answering: hybrid retrieval and passages read in order, reranking, the prompt fitted to the
-engine's window, the answer with its citations, and the OpenAI-compatible chat over it."""
+engine's window, the answer with its citations, the OpenAI shapes, the engine's direct chats."""
 
 from __future__ import annotations
 
@@ -13,10 +13,22 @@ from rag.ask.answer import (
     OutputTooLongError,
     Timings,
     answer_json,
+    final_answer,
     max_output_bound,
 )
-from rag.ask.chat import Completion, chat_options, model_cards
+from rag.ask.chat import (
+    Completion,
+    QuestionTooLongError,
+    Turn,
+    chat_options,
+    check_question,
+    index_model_card,
+    index_of,
+    model_cards,
+)
+from rag.ask.completions import TextCompletion
 from rag.ask.conversation import Exchange, HistoryLimits, cut_history, exchanges_from
+from rag.ask.direct import DirectChat, DirectOptions, engine_messages, is_task
 from rag.ask.passages import (
     MAX_AROUND,
     Passage,
@@ -56,6 +68,8 @@ __all__ = [
     "BLOCK_END",
     "CitationsEvent",
     "Completion",
+    "DirectChat",
+    "DirectOptions",
     "CrossEncoderReranker",
     "DoneEvent",
     "EngineTokenCounter",
@@ -73,6 +87,7 @@ __all__ = [
     "PassageOrder",
     "PromptBudget",
     "PromptTooLongError",
+    "QuestionTooLongError",
     "QWEN3_ADDED_TOKENS",
     "QueryRewriter",
     "Reading",
@@ -80,6 +95,8 @@ __all__ = [
     "Retriever",
     "SMOLLM2_ADDED_TOKENS",
     "Standalone",
+    "TextCompletion",
+    "Turn",
     "Timings",
     "TokenCounter",
     "answer_json",
@@ -88,6 +105,12 @@ __all__ = [
     "chat_options",
     "cut_history",
     "exchanges_from",
+    "check_question",
+    "engine_messages",
+    "final_answer",
+    "index_model_card",
+    "index_of",
+    "is_task",
     "max_output_bound",
     "model_cards",
     "order_passages",

@@ -301,23 +301,44 @@ class Answerer:
             yield CitationsEvent(citations, model, answer.notice)
             yield TokenEvent(answer.answer)
         else:
-            parts: list[str] = []
-            deltas = self._deltas(fitted, options, deadline, timings, charge)
-            async with contextlib.aclosing(deltas):  # leaving early aborts the engine request
-                await anext(deltas)  # the engine accepted the request: refusals come before a byte
-                yield CitationsEvent(citations, model)
-                async for delta in deltas:
-                    if delta.text:
-                        if timings.ttft_ms is None:
-                            timings.ttft_ms = (time.perf_counter() - started) * 1000
-                        parts.append(delta.text)
-                        yield TokenEvent(delta.text)
-                    if delta.prompt_tokens is not None:
-                        answer.usage = Usage(delta.prompt_tokens, delta.completion_tokens or 0)
-                        answer.finish_reason = delta.finish_reason
-            answer.answer = "".join(parts)
+            generated = self.generate(
+                fitted, answer, options, deadline=deadline, started=started, charge=charge
+            )
+            async with contextlib.aclosing(generated):  # leaving early aborts the engine request
+                async for event in generated:
+                    yield event
         timings.total_ms = (time.perf_counter() - started) * 1000
         yield DoneEvent(answer)
+
+    async def generate(
+        self,
+        fitted: FittedPrompt,
+        answer: Answer,
+        options: AskOptions,
+        *,
+        deadline: float | None,
+        started: float,
+        charge: Charge | None = None,
+    ) -> AsyncGenerator[AskEvent, None]:
+        """The engine's answer to a fitted prompt, under admission: the citations event once the
+        engine has accepted the request (refusals come before it), then the text. Fills in
+        ``answer`` (text, usage, finish reason) and its timings; closing it aborts the request."""
+        parts: list[str] = []
+        timings = answer.timings
+        deltas = self._deltas(fitted, options, deadline, timings, charge)
+        async with contextlib.aclosing(deltas):  # leaving early aborts the engine request
+            await anext(deltas)  # the engine accepted the request: refusals come before a byte
+            yield CitationsEvent(answer.citations, answer.model)
+            async for delta in deltas:
+                if delta.text:
+                    if timings.ttft_ms is None:
+                        timings.ttft_ms = (time.perf_counter() - started) * 1000
+                    parts.append(delta.text)
+                    yield TokenEvent(delta.text)
+                if delta.prompt_tokens is not None:
+                    answer.usage = Usage(delta.prompt_tokens, delta.completion_tokens or 0)
+                    answer.finish_reason = delta.finish_reason
+        answer.answer = "".join(parts)
 
     async def _deltas(
         self,
@@ -363,10 +384,16 @@ class Answerer:
         order: PassageOrder | None = None,
         charge: Charge | None = None,
     ) -> Answer:
-        async for event in self.stream(options, order=order, charge=charge):
+        return await final_answer(self.stream(options, order=order, charge=charge))
+
+
+async def final_answer(events: AsyncIterator[AskEvent]) -> Answer:
+    """The answer a stream of events ends with (the stream is closed)."""
+    async with contextlib.aclosing(events):  # type: ignore[type-var]
+        async for event in events:
             if isinstance(event, DoneEvent):
                 return event.answer
-        raise RuntimeError("the answer stream ended without a done event")
+    raise RuntimeError("the answer stream ended without a done event")
 
 
 def answer_json(answer: Answer) -> dict[str, Any]:

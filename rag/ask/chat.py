@@ -21,11 +21,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from rag.ask.answer import Answer, AskEvent, AskOptions, Citation, CitationsEvent, DoneEvent
 from rag.ask.conversation import SOURCES_MARK, exchanges_from
-from rag.errors import IndexNotFoundError
+from rag.errors import IndexNotFoundError, RagError
 from rag.indexes import IndexMeta, check_index_name
 from rag.store import VectorStore
 
@@ -84,6 +84,21 @@ def question_of(turns: Sequence[Turn]) -> str:
     raise ValueError("the chat has no user message")
 
 
+class QuestionTooLongError(RagError):
+    """The question (the last user message) is longer than the service answers from the index;
+    earlier turns may be of any length."""
+
+
+def check_question(question: str, max_chars: int) -> str:
+    """``question`` when it is at most ``max_chars`` long; QuestionTooLongError (413) if not."""
+    if len(question) > max_chars:
+        raise QuestionTooLongError(
+            f"the question (the last user message) is {len(question)} characters long: at most "
+            f"{max_chars} are answered from the index"
+        )
+    return question
+
+
 def chat_options(turns: Sequence[Turn], *, model: str, defaults: AskOptions) -> AskOptions:
     """/ask's options for the chat: its last user message, asked of the index ``model`` names,
     with the user and assistant messages before it as its history."""
@@ -92,6 +107,15 @@ def chat_options(turns: Sequence[Turn], *, model: str, defaults: AskOptions) -> 
     return replace(
         defaults, question=question_of(turns), index=index_of(model), history=tuple(history)
     )
+
+
+def index_model_card(store: VectorStore, model: str) -> dict[str, Any]:
+    """``GET /v1/models/{model}`` of a ``rag:<index>`` model; IndexNotFoundError (404) when it
+    names no index of the store."""
+    meta = store.get_meta(index_of(model))
+    if meta is None:
+        raise IndexNotFoundError(f"model {model!r} does not exist (GET /v1/models lists them)")
+    return model_card(meta)
 
 
 def model_cards(store: VectorStore, readable: Callable[[str], bool]) -> list[dict[str, Any]]:
@@ -108,6 +132,9 @@ class Completion:
     with a list of the passages its ``[n]`` marks cite, for clients that show only the content.
     """
 
+    OBJECT: ClassVar[str] = "chat.completion"
+    CHUNK: ClassVar[str] = "chat.completion.chunk"
+
     model: str
     include_usage: bool = False
     sources: bool = False
@@ -119,19 +146,19 @@ class Completion:
 
     def whole(self, answer: Answer) -> dict[str, Any]:
         """The ``chat.completion`` object of a non-streamed answer."""
-        content = answer.answer + (sources_list(answer) if self.sources else "")
-        choice = {
-            "index": 0,
-            "message": {"role": "assistant", "content": content},
-            "finish_reason": _finish(answer),
-            "logprobs": None,
-        }
         return {
-            **self._head("chat.completion"),
-            "choices": [choice],
+            **self._head(self.OBJECT),
+            "choices": [self._choice(self.content(answer), _finish(answer))],
             "usage": usage(answer),
             "citations": _citations(answer.citations),
         }
+
+    def content(self, answer: Answer) -> str:
+        return answer.answer + (sources_list(answer) if self.sources else "")
+
+    def _choice(self, content: str, finish: str) -> dict[str, Any]:
+        message = {"role": "assistant", "content": content}
+        return {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
 
     def chunks(self, event: AskEvent) -> list[dict[str, Any]]:
         """The ``chat.completion.chunk`` objects one answer event becomes."""
@@ -144,16 +171,18 @@ class Completion:
         last = [self._chunk({"content": listed})] if listed else []
         last.append(self._chunk({}, _finish(event.answer)))
         if self.include_usage:  # OpenAI's usage chunk: no choices, after the finish_reason
-            last.append({**self._head("chat.completion.chunk"), "choices": []})
+            last.append({**self._head(self.CHUNK), "choices": []})
             last[-1]["usage"] = usage(event.answer)
         return last
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-        chunk = {**self._head("chat.completion.chunk"), "choices": [choice]}
+        chunk = {**self._head(self.CHUNK), "choices": [self._delta_choice(delta, finish)]}
         if self.include_usage:
             chunk["usage"] = None
         return chunk
+
+    def _delta_choice(self, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
 
 
 _MARK = re.compile(r"\[(\d{1,3})\]")
