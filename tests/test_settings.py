@@ -112,6 +112,32 @@ def check_max_request_bytes(world: World) -> None:
     assert response.status_code == 413
 
 
+def _chat(running: RunningService, **body: Any) -> Any:
+    ask = [{"role": "user", "content": "What is the travel budget?"}]
+    with running.client() as client:
+        return client.post(
+            "/v1/chat/completions",
+            json={"model": "rag:default", "messages": ask, "max_tokens": 4, **body},
+        )
+
+
+def check_chat_sources(world: World) -> None:
+    with world.serve(RAG_CHAT_SOURCES="false") as running:
+        content = _chat(running).json()["choices"][0]["message"]["content"]
+        assert "Sources:" not in content
+        asked = _chat(running, sources=True).json()["choices"][0]["message"]["content"]
+        assert "\n\nSources:\n" in asked
+
+
+def check_chat_max_request_bytes(world: World) -> None:
+    with world.serve(RAG_CHAT_MAX_REQUEST_BYTES="2048") as running:
+        refused = _chat(running, tools=[{"type": "function", "padding": "x" * 3000}])
+        assert refused.status_code == 413
+        assert "RAG_CHAT_MAX_REQUEST_BYTES" in refused.json()["error"]["message"]
+    with world.serve() as running:  # the default: 1 MiB, past RAG_MAX_REQUEST_BYTES
+        assert _chat(running, tools=[{"padding": "x" * 200_000}]).status_code == 200
+
+
 def check_llm_timeout(world: World) -> None:
     with world.serve(RAG_LLM_TIMEOUT="0.25") as running:
         assert running.app.state.services.engine._http.timeout.read == 0.25
@@ -659,6 +685,8 @@ CHECKS: dict[str, Callable[[World], None]] = {
     "RAG_API_HOST": check_rag_api_process,
     "RAG_API_PORT": check_rag_api_process,
     "RAG_MAX_REQUEST_BYTES": check_max_request_bytes,
+    "RAG_CHAT_MAX_REQUEST_BYTES": check_chat_max_request_bytes,
+    "RAG_CHAT_SOURCES": check_chat_sources,
     "RAG_ALLOWED_HOSTS": check_allowed_hosts,
     "RAG_HEADER_TIMEOUT_S": check_header_timeout,
     "RAG_MAX_CONNECTIONS": check_max_connections,
