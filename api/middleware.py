@@ -14,14 +14,15 @@ JSON_TYPE = b"application/json"
 # Uploads (api/ingest_routes.py) are multipart bodies with their own, larger limit.
 UPLOAD_PATH = re.compile(r"/v1/indexes/[^/]+/documents")
 MULTIPART = b"multipart/form-data"
-# Chat UIs resend the whole conversation, and their tool definitions, with every question.
-CHAT_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+# Conversations: chat UIs resend the whole conversation, and their tool definitions, with every
+# question; /ask's `history` is the same conversation.
+CHAT_PATHS = frozenset({"/ask", "/v1/chat/completions", "/v1/completions"})
 
 
 class BodyLimit:
     """413 for a body over ``max_bytes``: at once from Content-Length, else as soon as the bytes
     received pass the limit (nothing past it is read). A multipart upload of documents may be
-    ``upload_max_bytes`` (RAG_MAX_FILE_MB), a chat completion ``chat_max_bytes``
+    ``upload_max_bytes`` (RAG_MAX_FILE_MB), an ask or a chat completion (a conversation) ``chat_max_bytes``
     (RAG_CHAT_MAX_REQUEST_BYTES)."""
 
     def __init__(

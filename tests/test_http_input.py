@@ -59,7 +59,7 @@ def test_the_readme_curl_examples_answer_200_as_printed(service: RunningService)
 
 
 def test_a_body_over_the_limit_gets_a_413_before_it_is_read(service: RunningService) -> None:
-    big = json.dumps({"question": "hi", "index": "x" * 200_000}).encode()
+    big = json.dumps({"question": "hi", "index": "x" * 2_000_000}).encode()  # past 1 MiB
 
     def chunks() -> Iterator[bytes]:
         for k in range(0, len(big), 4096):

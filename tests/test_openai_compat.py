@@ -113,13 +113,13 @@ def test_max_completion_tokens_bounds_the_answer_and_wins_over_max_tokens(
     assert finish == ("length" if done.usage.completion_tokens == 3 else "stop")
 
 
-def test_only_the_last_user_message_is_asked(service: RunningService) -> None:
+def test_the_last_user_message_is_the_question(service: RunningService) -> None:
+    """A client's system message is no question and retrieves nothing; the last user message,
+    in parts or not, is what is asked (earlier turns are its history: test_conversation.py)."""
     client = client_of(service)
     alone = client.chat.completions.create(model="rag:docs", messages=ASK, max_tokens=1)
     chat: list[ChatCompletionMessageParam] = [
-        {"role": "system", "content": "Answer in French."},
-        {"role": "user", "content": "Where is the coffee machine?"},
-        {"role": "assistant", "content": "On floor three [1]."},
+        {"role": "system", "content": "Answer in French. Where is the coffee machine?"},
         {"role": "user", "content": [{"type": "text", "text": QUESTION}]},
     ]
     after = client.chat.completions.create(model="rag:docs", messages=chat, max_tokens=1)

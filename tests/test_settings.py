@@ -108,8 +108,9 @@ def check_max_output_tokens(world: World) -> None:
 
 def check_max_request_bytes(world: World) -> None:
     with world.serve(RAG_MAX_REQUEST_BYTES="2048") as running, running.client() as client:
-        response = client.post("/ask", json={"question": "x" * 3000})
+        response = client.post("/v1/indexes/default/sync", json={"folders": ["x" * 3000]})
     assert response.status_code == 413
+    assert "RAG_MAX_REQUEST_BYTES" in response.json()["error"]["message"]
 
 
 def _chat(running: RunningService, **body: Any) -> Any:
@@ -130,12 +131,20 @@ def check_chat_sources(world: World) -> None:
 
 
 def check_chat_max_request_bytes(world: World) -> None:
+    with world.serve() as running:  # the default: 1 MiB, past RAG_MAX_REQUEST_BYTES
+        assert _chat(running, tools=[{"padding": "x" * 200_000}]).status_code == 200
+        with running.client() as client:
+            history = [{"role": "user", "content": "x" * 200_000}]
+            body = {"question": "What is the travel budget?", "history": history, "max_tokens": 4}
+            assert client.post("/ask", json=body).status_code == 200
     with world.serve(RAG_CHAT_MAX_REQUEST_BYTES="2048") as running:
         refused = _chat(running, tools=[{"type": "function", "padding": "x" * 3000}])
         assert refused.status_code == 413
         assert "RAG_CHAT_MAX_REQUEST_BYTES" in refused.json()["error"]["message"]
-    with world.serve() as running:  # the default: 1 MiB, past RAG_MAX_REQUEST_BYTES
-        assert _chat(running, tools=[{"padding": "x" * 200_000}]).status_code == 200
+        with running.client() as client:  # /ask's history is a conversation too
+            history = [{"role": "user", "content": "x" * 3000}]
+            body = {"question": "What is the travel budget?", "history": history}
+            assert client.post("/ask", json=body).status_code == 413
 
 
 def check_llm_timeout(world: World) -> None:
