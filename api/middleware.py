@@ -22,8 +22,8 @@ CHAT_PATHS = frozenset({"/ask", "/v1/chat/completions", "/v1/completions"})
 class BodyLimit:
     """413 for a body over ``max_bytes``: at once from Content-Length, else as soon as the bytes
     received pass the limit (nothing past it is read). A multipart upload of documents may be
-    ``upload_max_bytes`` (RAG_MAX_FILE_MB), an ask or a chat completion (a conversation) ``chat_max_bytes``
-    (RAG_CHAT_MAX_REQUEST_BYTES)."""
+    ``upload_max_bytes`` (RAG_MAX_FILE_MB), an ask or a chat completion (a conversation)
+    ``chat_max_bytes`` (RAG_CHAT_MAX_REQUEST_BYTES)."""
 
     def __init__(
         self, app: ASGIApp, max_bytes: int, upload_max_bytes: int = 0, chat_max_bytes: int = 0
