@@ -49,7 +49,7 @@ from api.mcp_protocol import (
     SearchResult,
     Turn,
 )
-from api.protocol import MAX_QUESTION_CHARS, AskRequest, AskResponse, Filters
+from api.protocol import MAX_QUESTION_CHARS, AskRequest, AskResponse, Filters, HistoryTurn
 from api.routes import ask_options
 from rag.ask import MAX_AROUND, AskOptions, answer_json, read_around, search_passages
 from rag.guard import ANONYMOUS, AuthenticationError, Principal
@@ -199,12 +199,10 @@ def _options(
     filters: Filters | None,
     history: list[Turn] | None = None,
 ) -> AskOptions:
-    """/ask's options (its validation and defaults) for a tool call.
-
-    ``history``: /ask answers one question for now, so only the question is asked. Once
-    AskRequest takes the earlier turns of a conversation, pass ``history`` on here.
-    """
-    body = AskRequest(question=question, index=index, top_k=top_k, filters=filters)
+    """/ask's options (its validation and defaults) for a tool call; ``history`` is the
+    conversation the question continues (retrieved and laid out with it, as /ask's)."""
+    turns = [HistoryTurn(role=t.role, content=t.content) for t in history or ()]
+    body = AskRequest(question=question, index=index, top_k=top_k, filters=filters, history=turns)
     return ask_options(body, services)
 
 
@@ -247,7 +245,10 @@ async def search(
 
 async def ask(
     question: Annotated[
-        str, Field(description="The question, self-contained.", max_length=MAX_QUESTION_CHARS)
+        str,
+        Field(
+            description="The question (a follow-up of `history`).", max_length=MAX_QUESTION_CHARS
+        ),
     ],
     ctx: ToolContext,
     index: Index = None,
@@ -261,9 +262,9 @@ async def ask(
     history: Annotated[
         list[Turn] | None,
         Field(
-            max_length=50,
-            description="Earlier turns of the conversation, oldest first. Accepted, but the "
-            "answer is from the question alone: make it self-contained.",
+            description="Earlier turns of the conversation, oldest first: each question (user) "
+            "and the answer it got (assistant). A follow-up is retrieved with them; the oldest "
+            "are cut past RAG_HISTORY_MAX_TURNS exchanges or RAG_HISTORY_MAX_CHARS characters.",
         ),
     ] = None,
 ) -> AskResponse:

@@ -7,8 +7,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from api.protocol import MAX_QUESTION_CHARS
-
 
 class PassageInfo(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -78,4 +76,4 @@ class Turn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["user", "assistant"]
-    content: StrictStr = Field(max_length=4 * MAX_QUESTION_CHARS)
+    content: StrictStr

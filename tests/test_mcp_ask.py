@@ -76,6 +76,21 @@ def test_ask_answers_with_citations_from_the_index(answering: RunningService) ->
     assert cited["chunk_id"] in [p["chunk_id"] for p in around["passages"]]
 
 
+def test_ask_continues_the_conversation_of_its_history(answering: RunningService) -> None:
+    first = "What does the zeppelin fleet expansion depend on?"
+    earlier = data(call(answering.url, None, "ask", question=first))
+    history = [
+        {"role": "user", "content": first},
+        {"role": "assistant", "content": earlier["answer"]},
+    ]
+    follow_up = "And what would stop it?"
+    answer = data(call(answering.url, None, "ask", question=follow_up, history=history))
+    assert answer["query"] != follow_up  # retrieved with a standalone form, as /ask does
+    assert answer["timings"]["rewrite_ms"] > 0
+    before = {c["n"] for c in earlier["citations"]}  # numbers continue across the turns
+    assert all(c["n"] > max(before) for c in answer["citations"] if c["n"] not in before)
+
+
 async def _leave_mid_answer(session: ClientSession, service: RunningService) -> None:
     """Start a long ask, and return (the caller then closes the connection) while the engine
     is working on it."""
