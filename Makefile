@@ -5,7 +5,7 @@ ENGINE_VENV := .venv-engine
 BIN := $(VENV)/bin
 SHARED := ../shared/data
 
-.PHONY: install install-service install-engine test lint demo bench bench-ingest bench-embedders bench-store bench-ask bench-gpu bench-fitting bench-load eval clean
+.PHONY: install install-service install-engine test lint demo bench bench-ingest bench-embedders bench-store bench-ask bench-gpu bench-fitting bench-load bench-conversation eval clean
 
 install: install-service install-engine
 	@command -v tesseract >/dev/null 2>&1 || echo "note: tesseract is not installed: scans and images are skipped (OCR). sudo apt-get install tesseract-ocr tesseract-ocr-eng"
@@ -71,6 +71,11 @@ bench-store: install-service
 
 bench-ask: install
 	$(BIN)/python -m bench.ask --folder $(SHARED)/sec-10q --questions $(SHARED)/sec-10q/qna_data.csv
+
+# Follow-ups: retrieval with the conversation against written standalone forms, and the turn-prefix
+# layout's TTFT (PROMPTS=file also dumps the prompts for bench.conversation_replay on a GPU engine).
+bench-conversation: install
+	$(BIN)/python -m bench.conversation --folder $(SHARED)/sec-10q $(if $(PROMPTS),--dump $(PROMPTS))
 
 # Against a GPU engine (and a service) given by URL, or started here: bench/gpu.py says how.
 #   ENGINE_URL=http://gpu:8000 [SERVICE_URL=http://gpu:8080 RAG_BENCH_API_KEY=...] make bench-gpu
