@@ -13,7 +13,7 @@ import pytest
 from rag.ask import Exchange, HistoryLimits, LocalTokenCounter, PromptBudget, cut_history
 from rag.ask.conversation import Layout, Queries, exchanges_from, fit_conversation
 from rag.ask.prompt import FittedPrompt
-from rag.ask.rewrite import clean_rewrite, context_query
+from rag.ask.rewrite import clean_rewrite, context_query, keeps_the_question
 from rag.engine import EngineClient
 from rag.store import Hit
 
@@ -63,6 +63,16 @@ def test_a_rewrite_is_its_query_line_and_the_fallback_needs_no_engine() -> None:
     assert context_query(earlier, "And the year before?") == (
         "What were Apple's net sales?\nAnd the year before?"
     )
+
+
+def test_a_rewrite_keeps_some_of_the_questions_own_terms() -> None:
+    question = "And how did that compare with the same quarter a year earlier?"
+    good = "How did Apple's net sales in Q3 2022 compare with Q3 2021?"
+    assert keeps_the_question(good, question)
+    assert keeps_the_question("Apple net sales, quarters compared", question)  # stems match
+    assert not keeps_the_question("The answer is: 1.7 billion.", "How much went to buybacks?")
+    assert not keeps_the_question("Apple's total net sales changed over time.", question)
+    assert keeps_the_question("Apple's net sales in Q4 2022", "And then?")  # no terms to keep
 
 
 @pytest.fixture(scope="module")

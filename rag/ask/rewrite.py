@@ -6,8 +6,8 @@ engine rewrites it from the recent turns, under a fixed prompt of its own (a sho
 temperature 0 with its own deadline; a turn without history is never rewritten). The rewrite is
 searched together with the engine-free fallback query (the recent user questions before the new
 one), their rankings fused, so a weak rewrite cannot lose the conversation's subject. When the
-rewrite fails, is late or is no usable query (empty, too long, or the question repeated), the
-fallback alone is searched.
+rewrite fails, is late or is no usable query (empty, too long, the question repeated, or none
+of the question's own terms kept: an answer rather than a query), the fallback alone is searched.
 
 Outcomes are remembered by what the rewrite was shown (the late and failed ones too), so the
 same conversation always retrieves the same passages on a replica, and an earlier turn rebuilt
@@ -78,11 +78,33 @@ def clean_rewrite(text: str) -> str | None:
     return query
 
 
-def _same(query: str, question: str) -> bool:
-    def words(text: str) -> list[str]:
-        return "".join(c if c.isalnum() else " " for c in text.casefold()).split()
+def _words(text: str) -> list[str]:
+    return "".join(c if c.isalnum() else " " for c in text.casefold()).split()
 
-    return words(query) == words(question)
+
+def _same(query: str, question: str) -> bool:
+    return _words(query) == _words(question)
+
+
+# Words that carry no subject of a question: a rewrite may drop or rephrase them all.
+_FUNCTION_WORDS = (
+    "a about after again all also an and any are as at be been before being but by can could "
+    "did do does doing for from had has have how i if in into is it its me more most my no not "
+    "of on or our so some such than that the their them then there these they this those to "
+    "too us very was we were what when where which while who whom why will with would you your "
+    "tell say said anything something well"
+)
+FUNCTION_WORDS = frozenset(_FUNCTION_WORDS.split())
+STEM = 5  # characters compared: "compare" keeps "compared", "buybacks" "buyback"
+
+
+def keeps_the_question(query: str, question: str) -> bool:
+    """Whether ``query`` is a rewrite of ``question``: it keeps at least one of the question's
+    own terms (a rewrite resolves references around them). A reply that shares none, such as an
+    answer ("The answer is 1.7 billion."), is no rewrite; a question of function words only
+    ("And then?") has no terms to keep."""
+    terms = {w[:STEM] for w in _words(question) if w not in FUNCTION_WORDS and len(w) > 2}
+    return not terms or bool(terms & {w[:STEM] for w in _words(query)})
 
 
 class QueryRewriter:
@@ -125,6 +147,8 @@ class QueryRewriter:
         context = context_query(earlier, question)
         rewritten = await self._outcome(self.messages(earlier, question))
         if rewritten is None or _same(rewritten, question):  # an echo resolves nothing
+            return Standalone((context,), "fallback")
+        if not keeps_the_question(rewritten, question):  # an answer, or another question
             return Standalone((context,), "fallback")
         return Standalone((rewritten, context), "rewrite")
 
