@@ -27,6 +27,8 @@ import os
 import statistics
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,26 @@ def sync_index(folder: Path, data_dir: Path) -> None:
         )
     finally:
         store.close()
+
+
+@contextmanager
+def bench_engine(data_dir: Path) -> Iterator[tuple[EngineProcess, Settings]]:
+    """The engine started here (ready), and the service's settings against it, for the index
+    synced into ``data_dir``; stopped on the way out. Dev mode exposes /reset_prefix_cache, so
+    a pass can start from an empty cache."""
+    settings = Settings(data_dir=data_dir, index=INDEX, engine_port=8791)
+    config = local_engine_config(settings)
+    config = dataclasses.replace(config, env={**config.env, "VLLM_SERVER_DEV_MODE": "1"})
+    engine = EngineProcess(config, data_dir / "logs" / "bench-engine.log")
+    engine.start()
+    try:
+        engine.wait_ready()
+        yield (
+            engine,
+            settings.model_copy(update={"llm_url": engine.url, "llm_tokenizer": config.model}),
+        )
+    finally:
+        engine.stop()
 
 
 async def engine_ttft(client: httpx.AsyncClient, model: str, messages: list[Message]) -> float:
@@ -206,17 +228,7 @@ def main() -> None:
     sync_index(args.folder, data_dir)
     questions = load_questions(args.questions, args.asks)
 
-    settings = Settings(data_dir=data_dir, index=INDEX, engine_port=8791)
-    config = local_engine_config(settings)
-    # Dev mode exposes /reset_prefix_cache, so each order starts from an empty cache.
-    config = dataclasses.replace(config, env={**config.env, "VLLM_SERVER_DEV_MODE": "1"})
-    engine = EngineProcess(config, data_dir / "logs" / "bench-engine.log")
-    engine.start()
-    try:
-        engine.wait_ready()
-        service_settings = settings.model_copy(
-            update={"llm_url": engine.url, "llm_tokenizer": config.model}
-        )
+    with bench_engine(data_dir) as (engine, service_settings):
         with Service(service_settings, 8792) as service:
             loop = asyncio.new_event_loop()
             result = {
@@ -231,8 +243,6 @@ def main() -> None:
                 ],
             }
         print(json.dumps(result, indent=2))
-    finally:
-        engine.stop()
 
 
 if __name__ == "__main__":

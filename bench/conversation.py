@@ -28,11 +28,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.ask import INDEX, Service, sync_index
+from bench.ask import INDEX, Service, bench_engine, sync_index
 from bench.conversation_replay import replay
 from rag.ask import AskOptions, Citation, Exchange, FittedPrompt, Timings
-from rag.config import Settings, default_cache_dir
-from rag.engine import EngineProcess, Message, local_engine_config
+from rag.config import default_cache_dir
+from rag.engine import Message
 
 SET = Path(__file__).with_name("conversations.json")
 QUESTION = "Question: "  # how a turn's user message ends (rag/ask/prompt.py)
@@ -131,15 +131,8 @@ def main() -> None:
     conversations = json.loads(args.conversations.read_text(encoding="utf-8"))["conversations"]
     data_dir = default_cache_dir() / "bench" / "ask-data"
     sync_index(args.folder, data_dir)
-    settings = Settings(data_dir=data_dir, index=INDEX, engine_port=8791)
-    config = local_engine_config(settings)
-    config = dataclasses.replace(config, env={**config.env, "VLLM_SERVER_DEV_MODE": "1"})
-    engine = EngineProcess(config, data_dir / "logs" / "bench-engine.log")
-    engine.start()
-    try:
-        engine.wait_ready()
-        update = {"llm_url": engine.url, "llm_tokenizer": config.model}
-        with Service(settings.model_copy(update=update), 8792) as service:
+    with bench_engine(data_dir) as (engine, settings):
+        with Service(settings, 8792) as service:
             result = run(service, conversations, args.top_k)
         prompts = result.pop("prompts")
         if args.dump:
@@ -152,8 +145,6 @@ def main() -> None:
             ttft = replay(engine.url, prompts[: args.ttft_conversations], args.rounds)
             result["ttft"] = ttft["summary"]
             print(json.dumps({"ttft": result["ttft"]}, indent=2))
-    finally:
-        engine.stop()
     if args.out:
         args.out.write_text(json.dumps(result, indent=2), encoding="utf-8")
 
