@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -27,7 +29,9 @@ from api.openapi import install_contract, route_statuses
 from api.playground import router as playground_router
 from api.routes import router
 from rag.ask import (
+    AnswerCache,
     Answerer,
+    CachedAnswers,
     DirectChat,
     EngineTokenCounter,
     HistoryLimits,
@@ -42,6 +46,7 @@ from rag.config import Settings
 from rag.embed import QueryBatcher, SparseEncoder, TextEmbedder, embedder_from
 from rag.engine import (
     EngineClient,
+    EnginePool,
     EngineProcess,
     EngineSupervisor,
     engine_key,
@@ -50,9 +55,13 @@ from rag.engine import (
 from rag.guard import (
     NOT_LEARNED,
     AdmissionController,
+    CapacityShare,
     KeyStore,
+    KeyStoreError,
     RateLimiter,
     ServiceRecord,
+    SharedKeyStore,
+    SharedRateLimiter,
     keys_path,
     learn_capacity,
     listen_url,
@@ -61,6 +70,7 @@ from rag.guard import (
 )
 from rag.indexes import IndexSpec
 from rag.ingest import IndexSyncs, JobRunner
+from rag.shared import IndexGenerations, ReplicaCount, SharedState, SharedStateDown
 from rag.store import open_store
 
 log = logging.getLogger("rag.api")
@@ -102,13 +112,15 @@ def _supervisor(
     process: EngineProcess | None,
     settings: Settings,
     metrics: ServiceMetrics,
-    admission: AdmissionController | None = None,
+    capacity: CapacityShare | None = None,
+    pool: EnginePool | None = None,
 ) -> EngineSupervisor:
     async def on_ready() -> None:  # a restart may change the model and its cache
         await engine.model_info(refresh=True)
-        if admission is not None:
+        if capacity is not None:
             kv, seqs = settings.engine_kv_tokens, settings.engine_max_seqs
-            admission.resize(await learn_capacity(engine, kv_tokens=kv, max_seqs=seqs))
+            learned = await learn_capacity(engine, kv_tokens=kv, max_seqs=seqs, pool=pool)
+            capacity.learned(learned)
 
     return EngineSupervisor(
         engine.health,
@@ -117,6 +129,47 @@ def _supervisor(
         on_restart=metrics.engine_restarts.inc,
         on_ready=on_ready,
     )
+
+
+def _shared_state(settings: Settings, metrics: ServiceMetrics) -> SharedState | None:
+    """Redis for the state API replicas share (RAG_REDIS_URL), or None: this replica alone."""
+    if not settings.redis_url:
+        return None
+    metrics.shared_state_up.set(1)
+    return SharedState(settings.redis_url, on_change=metrics.shared_state_changed)
+
+
+async def _access(settings: Settings, shared: SharedState | None) -> Access:
+    """Keys and rate limits: this replica's own, or shared through Redis."""
+    rps, tpm = settings.rate_limit_rps, settings.rate_limit_tokens_per_minute
+    if shared is None:
+        keys, limiter = KeyStore(keys_path(settings)), RateLimiter(rps, tpm)
+    else:
+        keys = SharedKeyStore(shared, keys_path(settings))
+        try:
+            await asyncio.to_thread(keys.import_file)
+        except KeyStoreError as exc:  # Redis away: keyed requests get 503 until it is back
+            log.warning("keys: %s", exc)
+        limiter = SharedRateLimiter(shared, rps, tpm)
+    return Access(keys, limiter, settings.auth, settings.metrics_public)
+
+
+def _answer_salt(settings: Settings) -> str:
+    """What else an answer depends on: cached answers of other settings are not served."""
+    from importlib.metadata import version
+
+    fields = [
+        "passage_order",
+        "retrieval_mode",
+        "hybrid_fusion",
+        "rerank_model",
+        "rerank_candidates",
+        "llm_max_model_len",
+        "history_max_turns",
+        "history_max_chars",
+        "llm_repetition_penalty",
+    ]
+    return json.dumps([version("rag-service"), [getattr(settings, f) for f in fields]])
 
 
 @asynccontextmanager
@@ -157,11 +210,34 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics = ServiceMetrics()
         metrics.prepare_requests(route_statuses(app.routes))
         admission = _admission(settings, metrics)
-        supervisor = _supervisor(engine, engine_process, settings, metrics, admission)
+        capacity = CapacityShare(admission.resize)
+        shared = _shared_state(settings, metrics)
+        if shared is not None:
+            stack.push_async_callback(shared.aclose)
+
+            def replicas_alive(count: int) -> None:
+                metrics.api_replicas.set(count)
+                capacity.replicas_alive(count)
+
+            # Each replica admits its share of the engine: beat before the engine is learned.
+            replicas = ReplicaCount(shared, replicas_alive)
+            with contextlib.suppress(SharedStateDown):
+                await replicas.beat()
+            replicas.start()
+            stack.push_async_callback(replicas.aclose)
+        pool: EnginePool | None = None
+        if settings.engine_metrics_urls:  # replicas behind a router: each one's /metrics
+            pool = EnginePool(settings.engine_metrics_urls, api_key=api_key)
+            stack.push_async_callback(pool.aclose)
+            metrics.track_pool(pool)
+        supervisor = _supervisor(engine, engine_process, settings, metrics, capacity, pool)
         if engine_process is None:
             await supervisor.probe_once()  # an external engine that is up serves at once
         supervisor.start()
         stack.push_async_callback(supervisor.aclose)  # stopped before the engine is
+        if pool is not None:  # a replica that stops or comes back changes the capacity
+            watching = asyncio.create_task(pool.watch(supervisor.relearn))
+            stack.callback(watching.cancel)
         queries = QueryBatcher(embedder.encode, max_batch=settings.embed_batch_size)
         stack.push_async_callback(asyncio.to_thread, queries.close)  # before the embedder
         retriever = Retriever(
@@ -197,12 +273,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 answerer.budget.warm(store, settings.index, settings.prompt_warm_passages)
             )
             stack.callback(warming.cancel)
-        app.state.access = Access(
-            KeyStore(keys_path(settings)),
-            RateLimiter(settings.rate_limit_rps, settings.rate_limit_tokens_per_minute),
-            settings.auth,
-            settings.metrics_public,
-        )
+        app.state.access = await _access(settings, shared)
+        generations = IndexGenerations(shared) if shared is not None else None
+        answers = None
+        if settings.answer_cache and shared is not None and generations is not None:
+            cache = AnswerCache(
+                shared, generations, ttl_s=settings.answer_cache_ttl_s, salt=_answer_salt(settings)
+            )
+            answers = CachedAnswers(answerer, cache)
         app.state.services = Services(
             settings=settings,
             store=store,
@@ -212,11 +290,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             metrics=metrics,
             supervisor=supervisor,
             engine_process=engine_process,
+            answers=answers,
         )
         # Ingestion jobs write through this process's store; stopped before it closes.
         syncs = IndexSyncs(settings, store, embedder)
         stack.callback(syncs.close)
-        jobs = JobRunner(store, syncs, max_file_bytes=int(settings.max_file_mb * 1_000_000))
+        jobs = JobRunner(
+            store,
+            syncs,
+            max_file_bytes=int(settings.max_file_mb * 1_000_000),
+            on_change=generations.bump if generations is not None else None,
+        )
         stack.push_async_callback(asyncio.to_thread, jobs.close)
         app.state.services.jobs = jobs
         # rag-api on the embedded store: tell rag-ingest where this data dir is served (with a

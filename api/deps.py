@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.metrics import ServiceMetrics
-from rag.ask import Answerer, DirectChat
+from rag.ask import Answerer, Answers, DirectChat
 from rag.config import Settings
 from rag.engine import EngineClient, EngineProcess, EngineSupervisor
 from rag.guard import ServiceRecord
@@ -28,6 +28,11 @@ class Services:
     engine_process: EngineProcess | None = None
     jobs: JobRunner | None = None  # ingestion over HTTP (api/ingest_routes.py)
     record: ServiceRecord | None = None  # <data_dir>/service.json, when rag-api announced itself
+    answers: Answers | None = None  # the answerer through the answer cache; None: answerer
+
+    def asker(self) -> Answers:
+        """What answers asks: through the answer cache (RAG_ANSWER_CACHE), or the answerer."""
+        return self.answers or self.answerer
 
 
 def get_services(request: Request) -> Services:

@@ -275,7 +275,7 @@ async def ask(
         services.supervisor.check()  # a known-down engine: refused at once
         limiter = get_access(request).limiter
         charge = None if caller is ANONYMOUS else functools.partial(limiter.charge_tokens, caller)
-        answer = await _unless_cancelled(services.answerer.answer(options, charge=charge))
+        answer = await _unless_cancelled(services.asker().answer(options, charge=charge))
         services.metrics.observe_answer(answer)
         return AskResponse.model_validate(answer_json(answer))
 

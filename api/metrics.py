@@ -22,7 +22,7 @@ from prometheus_client import (
 )
 
 from rag.ask import Answer
-from rag.engine import EngineClient, prefix_cache_counters
+from rag.engine import EngineClient, EnginePool, prefix_cache_counters
 from rag.guard import LANES, AdmissionController, Lane
 
 # Up to an ask's longest deadline (RAG_MAX_REQUEST_TIMEOUT_S, 300 s by default; 3600 at most).
@@ -82,6 +82,22 @@ class ServiceMetrics:
             buckets=(0, 1, 2, 3, 5, 8, 10, 20, 50, 100, 200, 500, 1000),
             registry=r,
         )
+        self.shared_state_up = Gauge(
+            "rag_shared_state_up",
+            "1 while Redis (RAG_REDIS_URL) answers; 0: per-replica limits and the last keys seen",
+            registry=r,
+        )
+        self.shared_state_outages = Counter(
+            "rag_shared_state_outages", "Times Redis (RAG_REDIS_URL) became unreachable", registry=r
+        )
+        self.api_replicas = Gauge(
+            "rag_api_replicas",
+            "API replicas alive on the shared state, this one included (admission's share)",
+            registry=r,
+        )
+        self.answer_cache_hits = Counter(
+            "rag_answer_cache_hits", "Asks answered from the answer cache", registry=r
+        )
         self.engine_restarts = Counter(
             "rag_engine_restarts", "Restarts of the managed engine after it died", registry=r
         )
@@ -99,6 +115,26 @@ class ServiceMetrics:
         self.cache_queries = Gauge(
             "rag_engine_prefix_cache_queries", "Engine prefix-cache queried tokens", registry=r
         )
+        # Each replica of RAG_ENGINE_METRICS_URLS, labelled by its URL without credentials.
+        self.replica_up = Gauge(
+            "rag_engine_replica_up",
+            "1 while the engine replica answers /metrics",
+            ["replica"],
+            registry=r,
+        )
+        self.replica_running = Gauge(
+            "rag_engine_replica_requests_running",
+            "Requests running on the engine replica (vllm:num_requests_running)",
+            ["replica"],
+            registry=r,
+        )
+        self.replica_waiting = Gauge(
+            "rag_engine_replica_requests_waiting",
+            "Requests waiting on the engine replica (vllm:num_requests_waiting)",
+            ["replica"],
+            registry=r,
+        )
+        self._pool: EnginePool | None = None
         self.queue_depth = Gauge(
             "rag_admission_queue_depth", "Asks waiting for admission", ["lane"], registry=r
         )
@@ -159,8 +195,39 @@ class ServiceMetrics:
         self.inflight_tokens.set_function(lambda: controller.inflight_tokens)
         self.capacity_tokens.set_function(lambda: controller.capacity.kv_tokens)
 
+    def track_pool(self, pool: EnginePool) -> None:
+        """Read the engine's replicas at each scrape, not the engine URL's one /metrics."""
+        self._pool = pool
+        for replica in pool.replicas:
+            self.replica_up.labels(replica)
+
+    async def _prefix_cache(self, engine: EngineClient) -> tuple[float, float]:
+        """(hits, queries) of the engine, over the pool's replicas that answer when tracked."""
+        if self._pool is None:
+            try:
+                return prefix_cache_counters(await engine.metrics_text())
+            except Exception:  # the service's metrics stay available while the engine is down
+                return float("nan"), float("nan")
+        reading = await self._pool.read()  # never raises: a silent replica is down
+        for replica in reading.replicas:
+            self.replica_up.labels(replica.replica).set(1 if replica.up else 0)
+            nan = float("nan")
+            self.replica_running.labels(replica.replica).set(replica.running if replica.up else nan)
+            self.replica_waiting.labels(replica.replica).set(replica.waiting if replica.up else nan)
+        if not reading.live:
+            return float("nan"), float("nan")
+        return reading.prefix_hits, reading.prefix_queries
+
+    def shared_state_changed(self, up: bool) -> None:
+        self.shared_state_up.set(1 if up else 0)
+        if not up:
+            self.shared_state_outages.inc()
+
     def observe_answer(self, answer: Answer) -> None:
         t = answer.timings
+        if t.cached:  # no stage ran: the cache's latency would only blur the histograms
+            self.answer_cache_hits.inc()
+            return
         stages = (t.embed_ms, t.search_ms, t.rerank_ms, t.prompt_ms, t.total_ms)
         for stage, ms in zip(STAGES, stages, strict=True):
             self.stage.labels(stage).observe(ms / 1000)
@@ -171,10 +238,7 @@ class ServiceMetrics:
 
     async def render(self, engine: EngineClient, engine_ready: bool) -> bytes:
         self.engine_ready.set(1 if engine_ready else 0)
-        try:
-            hits, queries = prefix_cache_counters(await engine.metrics_text())
-        except Exception:  # the service's metrics stay available while the engine is down
-            hits = queries = float("nan")
+        hits, queries = await self._prefix_cache(engine)
         self.cache_hits.set(hits)
         self.cache_queries.set(queries)
         self.cache_hit_ratio.set(hits / queries if queries else 0.0)

@@ -144,7 +144,7 @@ async def _answering(
     check_question(asked.question, MAX_QUESTION_CHARS)
     require_read(caller, asked.index)
     services.supervisor.check()
-    return services.answerer.stream(asked, charge=charge)
+    return services.asker().stream(asked, charge=charge)
 
 
 async def _respond(

@@ -188,6 +188,9 @@ class Timings(BaseModel):
     queue_ms: float
     ttft_ms: float | None
     total_ms: float
+    cached: bool = Field(
+        False, description="answered from the answer cache (RAG_ANSWER_CACHE), not the engine"
+    )
 
 
 class AskResponse(BaseModel):

@@ -66,12 +66,10 @@ async def ask(
     limiter = get_access(request).limiter
     charge = None if caller is ANONYMOUS else functools.partial(limiter.charge_tokens, caller)
     if not body.stream:
-        answer = await unless_disconnected(
-            request, services.answerer.answer(options, charge=charge)
-        )
+        answer = await unless_disconnected(request, services.asker().answer(options, charge=charge))
         services.metrics.observe_answer(answer)
         return JSONResponse(answer_json(answer))
-    events = services.answerer.stream(options, charge=charge)
+    events = services.asker().stream(options, charge=charge)
     # Everything known before the first byte (engine refusal included) is an HTTP status.
     first = await unless_disconnected(request, anext(events))
     return StreamingResponse(

@@ -158,7 +158,21 @@ def ingest_main(
         _fail(str(exc), EXIT_USAGE)
     finally:
         store.close()
+        _changed(settings)
     _report(report.to_json(), as_json)
+
+
+def _changed(settings: Settings) -> None:
+    """Tell the API replicas sharing RAG_REDIS_URL that the index changed: the answers they
+    cached for it are not served again (rag/shared/generations.py)."""
+    if settings.redis_url:
+        from rag.shared import IndexGenerations, SharedState
+
+        shared = SharedState(settings.redis_url, timeout_s=2.0)
+        try:
+            IndexGenerations(shared).bump(settings.index)
+        finally:
+            shared.sync.close()
 
 
 def _refuse_local_options(served: ServiceRecord) -> None:

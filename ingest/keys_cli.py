@@ -26,6 +26,13 @@ def _store(data_dir: Path | None, keys_file: Path | None) -> KeyStore:
         settings = Settings(**values)  # type: ignore[arg-type]
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    if settings.redis_url:  # the keys every API replica reads (rag/guard/shared_keys.py)
+        from rag.guard import SharedKeyStore
+        from rag.shared import SharedState
+
+        store = SharedKeyStore(SharedState(settings.redis_url, timeout_s=2.0), keys_path(settings))
+        store.import_file()
+        return store
     return KeyStore(keys_path(settings))
 
 

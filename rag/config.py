@@ -78,6 +78,10 @@ class Settings(BaseSettings):
 
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
+    # A Qdrant cluster: the shards of each collection this service creates, and the copies of
+    # each shard (unset: Qdrant's defaults, one shard per node and one copy). Fixed at creation.
+    qdrant_shard_number: int | None = Field(default=None, ge=1)
+    qdrant_replication_factor: int | None = Field(default=None, ge=1)
 
     # The engine: an external vLLM by URL, or one this process starts.
     llm_url: str | None = None
@@ -162,12 +166,26 @@ class Settings(BaseSettings):
     rate_limit_rps: float = Field(default=10.0, ge=0)
     rate_limit_tokens_per_minute: int = Field(default=1_000_000, ge=0)
 
+    # Shared state of API replicas (rag/shared/): with a Redis URL (redis://[:password@]host:
+    # 6379/0) replicas behind one balancer share each key's rate limits, the keys themselves (a
+    # revocation reaches every replica within a second) and the engine's capacity (each admits
+    # its share); a Redis that goes away degrades to per-replica limits, never an error.
+    redis_url: str | None = None
+    # Identical asks (index generation, question, earlier turns, filters, options; temperature
+    # 0) answered from Redis without the engine, for this many seconds (needs RAG_REDIS_URL).
+    answer_cache: bool = False
+    answer_cache_ttl_s: int = Field(default=3600, ge=1, le=30 * 86400)
+
     # Admission control sized to the engine (rag/guard/admission.py): an ask reserves its prompt
     # plus max_tokens of the engine's KV cache; the rest wait in a bounded two-lane queue.
     # The engine's KV-cache tokens; unset: vLLM's /metrics (num_gpu_blocks x block_size), else
     # one window. Its max sequences at once; unset: not limited here (vLLM does not export it).
     engine_kv_tokens: int | None = Field(default=None, ge=1)
     engine_max_seqs: int | None = Field(default=None, ge=1)
+    # The engine's replicas behind a router (vllm-router answers /metrics from one of them),
+    # comma-separated base or /metrics URLs: capacity is their sum and /metrics shows each;
+    # unset: the engine URL's /metrics.
+    engine_metrics_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Seconds to an ask's first token, waiting included (503 with Retry-After when it cannot
     # start in time), and the most a request's own timeout_s may ask for (long-context asks).
     request_timeout_s: float = Field(default=30.0, gt=0)
@@ -200,11 +218,25 @@ class Settings(BaseSettings):
             return [Path(p) for p in value.split(os.pathsep) if p.strip()]
         return value
 
-    @field_validator("allowed_hosts", mode="before")
+    @field_validator("allowed_hosts", "engine_metrics_urls", mode="before")
     @classmethod
-    def _split_hosts(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("answer_cache")
+    @classmethod
+    def _cache_needs_redis(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and not info.data.get("redis_url"):
+            raise ValueError("the answer cache lives in Redis: set RAG_REDIS_URL too")
+        return value
+
+    @field_validator("engine_metrics_urls")
+    @classmethod
+    def _metrics_urls(cls, value: list[str]) -> list[str]:
+        if any(not url.startswith(("http://", "https://")) for url in value):
+            raise ValueError("each URL must start with http:// or https://")
         return value
 
     @field_validator("max_request_timeout_s")

@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("rag", "api", "ingest")
 SHARED_TOP_MODULES = {"rag.config", "rag.errors", "rag.indexes", "rag.evaluation"}
-SUBPACKAGES = {"ingest", "embed", "ask", "guard", "store", "engine"}
+SUBPACKAGES = {"ingest", "embed", "ask", "guard", "store", "engine", "shared"}
 FRAMEWORKS = {"fastapi", "starlette", "uvicorn", "click"}
 
 

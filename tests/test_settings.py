@@ -8,11 +8,13 @@ and looks at what the setting must change. A documented setting without a check 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import shutil
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,11 @@ from api.cli import limit_torch_threads
 from api.metrics import ServiceMetrics
 from rag.config import Settings
 from rag.embed import Embedder
-from rag.engine import EngineClient, local_engine_config
+from rag.engine import EngineClient, kv_tokens_from_metrics, local_engine_config
 from rag.guard import KeyStore
 from rag.indexes import IndexSpec
 from tests import ingest_checks
+from tests.redis_server import NO_REDIS, RedisServer
 from tests.service import RunningService, free_port, index_corpus, start_api
 from tests.test_rerank import tiny_cross_encoder  # noqa: F401  (a fixture)
 
@@ -325,6 +328,17 @@ def check_qdrant(world: World) -> None:
         store.close()
 
 
+def check_qdrant_sharding(world: World) -> None:
+    """Both reach the request that creates a new index's collection (a scripted Qdrant: the
+    cluster's server does not run here)."""
+    from tests.test_deploy import created_collection
+
+    body = created_collection(
+        world.monkeypatch, RAG_QDRANT_SHARD_NUMBER="3", RAG_QDRANT_REPLICATION_FACTOR="2"
+    )
+    assert (body["shard_number"], body["replication_factor"]) == (3, 2)
+
+
 def check_llm_api_key(world: World) -> None:
     with world.serve(RAG_LLM_API_KEY="k-123") as running:
         engine = running.app.state.services.engine
@@ -512,6 +526,75 @@ def check_engine_max_seqs(world: World) -> None:
         assert running.app.state.services.answerer.admission.capacity.max_seqs == 3
 
 
+def check_engine_metrics_urls(world: World) -> None:
+    """Capacity is read from the listed replicas; one that does not answer is shown as down
+    (tests/test_engine_pool.py runs two engines behind vllm-router)."""
+    own = kv_tokens_from_metrics(httpx.get(f"{world.engine_url}/metrics", timeout=10).text)
+    dead = f"http://127.0.0.1:{free_port()}"
+    with (
+        world.serve(RAG_ENGINE_METRICS_URLS=f"{world.engine_url}/metrics,{dead}") as running,
+        running.client() as client,
+    ):
+        capacity = running.app.state.services.answerer.admission.capacity
+        assert (capacity.kv_tokens, capacity.source.split(";")[0]) == (
+            own,
+            "sum of 1 replicas' num_gpu_blocks × block_size",
+        )
+        assert f'rag_engine_replica_up{{replica="{dead}"}} 0.0' in client.get("/metrics").text
+
+
+@contextlib.contextmanager
+def _redis(world: World) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.skip(NO_REDIS)
+    server = RedisServer(world.base)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def check_redis_url(world: World) -> None:
+    """The replica beats into that Redis, and its key buckets live there."""
+    import redis
+
+    path, key = _keys_file()
+    with (
+        _redis(world) as server,
+        world.serve(RAG_REDIS_URL=server.url, RAG_KEYS_FILE=str(path)) as running,
+        running.client() as client,
+    ):
+        assert client.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).is_success
+        seen = redis.Redis(port=server.port, decode_responses=True)
+        assert seen.zcard("rag:replicas") == 1
+        assert any(name.startswith("rag:rl:") for name in seen.scan_iter("rag:rl:*"))
+        assert seen.hlen("rag:keys") == 1  # the key file imported into the shared store
+
+
+def check_answer_cache(world: World) -> None:
+    with pytest.raises(ValueError, match="RAG_REDIS_URL"):
+        world.serve(RAG_ANSWER_CACHE="true")
+    world.monkeypatch.delenv("RAG_ANSWER_CACHE")
+    with _redis(world) as server:
+        with world.serve(RAG_REDIS_URL=server.url) as running:
+            assert not _answer(running, max_tokens=4)["timings"]["cached"]
+            assert not _answer(running, max_tokens=4)["timings"]["cached"]  # off by default
+        with world.serve(RAG_ANSWER_CACHE="true") as running:
+            assert not _answer(running, max_tokens=4)["timings"]["cached"]
+            assert _answer(running, max_tokens=4)["timings"]["cached"]
+
+
+def check_answer_cache_ttl(world: World) -> None:
+    with _redis(world) as server:
+        env = {"RAG_REDIS_URL": server.url, "RAG_ANSWER_CACHE": "true"}
+        with world.serve(**env, RAG_ANSWER_CACHE_TTL_S="1") as running:
+            assert not _answer(running, max_tokens=4)["timings"]["cached"]
+            assert _answer(running, max_tokens=4)["timings"]["cached"]
+            time.sleep(2.1)
+            assert not _answer(running, max_tokens=4)["timings"]["cached"]
+
+
 def check_request_timeout(world: World) -> None:
     """A default deadline too short for any first token: 503 overloaded, with Retry-After."""
     with world.serve(RAG_REQUEST_TIMEOUT_S="0.001") as running, running.client() as client:
@@ -639,6 +722,10 @@ CHECKS: dict[str, Callable[[World], None]] = {
     "RAG_RATE_LIMIT_TOKENS_PER_MINUTE": check_rate_limit_tokens,
     "RAG_ENGINE_KV_TOKENS": check_engine_kv_tokens,
     "RAG_ENGINE_MAX_SEQS": check_engine_max_seqs,
+    "RAG_ENGINE_METRICS_URLS": check_engine_metrics_urls,
+    "RAG_REDIS_URL": check_redis_url,
+    "RAG_ANSWER_CACHE": check_answer_cache,
+    "RAG_ANSWER_CACHE_TTL_S": check_answer_cache_ttl,
     "RAG_REQUEST_TIMEOUT_S": check_request_timeout,
     "RAG_MAX_REQUEST_TIMEOUT_S": check_max_request_timeout,
     "RAG_ADMISSION_QUEUE_SIZE": _admission_check("RAG_ADMISSION_QUEUE_SIZE", "7", "queue_size"),
@@ -660,6 +747,8 @@ CHECKS: dict[str, Callable[[World], None]] = {
     "RAG_TORCH_THREADS": check_torch_threads,
     "RAG_QDRANT_URL": check_qdrant,
     "RAG_QDRANT_API_KEY": check_qdrant,
+    "RAG_QDRANT_SHARD_NUMBER": check_qdrant_sharding,
+    "RAG_QDRANT_REPLICATION_FACTOR": check_qdrant_sharding,
     "RAG_LLM_URL": check_rag_api_process,
     "RAG_LLM_MODEL": check_llm_model,
     "RAG_LLM_API_KEY": check_llm_api_key,

@@ -17,6 +17,7 @@ from rag.ask.answer import (
     final_answer,
     max_output_bound,
 )
+from rag.ask.answer_cache import AnswerCache, Answers, CachedAnswers
 from rag.ask.chat import (
     Completion,
     QuestionTooLongError,
@@ -62,6 +63,9 @@ from rag.ask.special_tokens import (
 from rag.ask.tokens import EngineTokenCounter, LocalTokenCounter, TokenCounter
 
 __all__ = [
+    "AnswerCache",
+    "Answers",
+    "CachedAnswers",
     "Answer",
     "Answerer",
     "AskEvent",

@@ -107,9 +107,13 @@ class Timings:
     queue_ms: float = 0.0  # waiting for admission (rag/guard/admission.py)
     ttft_ms: float | None = None
     total_ms: float = 0.0
+    cached: bool = False  # answered from the answer cache (rag/ask/answer_cache.py)
 
-    def rounded(self) -> dict[str, float | None]:
-        return {k: (None if v is None else round(v, 2)) for k, v in asdict(self).items()}
+    def rounded(self) -> dict[str, float | bool | None]:
+        return {
+            k: v if v is None or isinstance(v, bool) else round(v, 2)
+            for k, v in asdict(self).items()
+        }
 
 
 @dataclass

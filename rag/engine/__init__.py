@@ -19,6 +19,7 @@ from rag.engine.client import (
     Message,
     prefix_cache_counters,
 )
+from rag.engine.pool import EnginePool, PoolReading, ReplicaReading, kv_tokens_from_metrics
 from rag.engine.prepared import prepare_once
 from rag.engine.process import EngineConfig, EngineProcess, EngineStartError
 from rag.engine.supervisor import EngineSupervisor
@@ -101,6 +102,7 @@ __all__ = [
     "Delta",
     "EngineClient",
     "EngineConfig",
+    "EnginePool",
     "EngineProcess",
     "EngineRejectedError",
     "EngineStartError",
@@ -108,8 +110,11 @@ __all__ = [
     "EngineTimeoutError",
     "EngineUnavailableError",
     "Message",
+    "PoolReading",
+    "ReplicaReading",
     "engine_key",
     "engine_python",
+    "kv_tokens_from_metrics",
     "local_engine_config",
     "prefix_cache_counters",
     "prepare_cpu_model",

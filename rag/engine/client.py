@@ -97,9 +97,16 @@ class EngineClient:
         return response
 
     async def health(self) -> bool:
+        """Whether the engine serves. vllm-router answers ``/health`` 503 as soon as one of its
+        replicas is down (``Unhealthy servers: [...]``), while the others still serve: its
+        ``/readiness`` then says whether any replica is healthy. vLLM itself has no
+        ``/readiness`` (404), so a dead vLLM stays unhealthy."""
         try:
             response = await self._http.get("/health", timeout=3.0)
-        except httpx.HTTPError:
+            if response.status_code == 503 and response.text.startswith("Unhealthy servers"):
+                ready = await self._http.get("/readiness", timeout=3.0)
+                return ready.status_code == 200 and ready.json().get("healthy_workers", 0) > 0
+        except (httpx.HTTPError, ValueError, AttributeError):
             return False
         return response.status_code == 200
 

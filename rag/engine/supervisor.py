@@ -104,6 +104,16 @@ class EngineSupervisor:
             self._set("ready", "answering its health check")
         return healthy
 
+    async def relearn(self) -> None:
+        """Run ``on_ready`` again while the engine is ready: what it serves has changed (a
+        replica behind its router stopped or came back); when it fails, it is logged only."""
+        if not self.ready or self.on_ready is None:
+            return  # not ready: on_ready runs when it is
+        try:
+            await self.on_ready()
+        except Exception as exc:
+            log.warning("re-reading the engine after a change failed: %s", exc)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="engine-supervisor")
 

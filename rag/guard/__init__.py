@@ -12,7 +12,13 @@ from rag.guard.admission import (
     TimeoutTooLongError,
     before,
 )
-from rag.guard.capacity import NOT_LEARNED, learn_capacity
+from rag.guard.capacity import (
+    NOT_LEARNED,
+    CapacityShare,
+    EngineCapacity,
+    learn_capacity,
+    share,
+)
 from rag.guard.keys import (
     ANONYMOUS,
     AuthenticationError,
@@ -32,15 +38,19 @@ from rag.guard.service_record import (
     running_service,
     write_record,
 )
+from rag.guard.shared_keys import SharedKeyStore
+from rag.guard.shared_limits import SharedRateLimiter
 
 __all__ = [
     "ANONYMOUS",
     "AdmissionController",
     "AskTooLargeError",
     "AuthenticationError",
+    "CapacityShare",
     "KeyStore",
     "KeyStoreError",
     "KeysUnavailableError",
+    "EngineCapacity",
     "LANES",
     "Lane",
     "NOT_LEARNED",
@@ -50,6 +60,8 @@ __all__ = [
     "RateLimitedError",
     "RateLimiter",
     "ServiceRecord",
+    "SharedKeyStore",
+    "SharedRateLimiter",
     "TOKEN_HEADER",
     "TimeoutTooLongError",
     "before",
@@ -58,5 +70,6 @@ __all__ = [
     "listen_url",
     "remove_record",
     "running_service",
+    "share",
     "write_record",
 ]

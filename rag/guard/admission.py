@@ -137,11 +137,11 @@ class AdmissionController:
         """Reserve ``tokens`` until the block ends (done, error or cancel), waiting if needed."""
         if self.capacity.kv_tokens == 0:
             raise EngineUnavailableError("the engine's capacity is not known yet (starting)")
-        if tokens > self.capacity.kv_tokens:
+        if tokens > self.capacity.ask_limit:
             self.note_rejection("too_large")
             raise AskTooLargeError(
                 f"the ask needs {tokens} tokens of the engine's KV cache (prompt plus max_tokens) "
-                f"but the engine holds {self.capacity.kv_tokens}: lower max_tokens or top_k"
+                f"but the engine holds {self.capacity.ask_limit}: lower max_tokens or top_k"
             )
         loop = asyncio.get_running_loop()
         waiter = _Waiter(tokens, self.lane_of(tokens), loop.time(), loop.create_future())

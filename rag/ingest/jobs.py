@@ -224,9 +224,13 @@ class JobRunner:
         *,
         history: int = HISTORY,
         max_file_bytes: int = 100 * 1_000_000,
+        on_change: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.syncs = syncs
+        # Told the index after each job, before the job reads as done (a failed one may have
+        # written part): the answer cache's generations (rag/shared/generations.py).
+        self.on_change = on_change
         self.history = history
         self.max_file_bytes = max_file_bytes
         self._jobs: OrderedDict[str, Job] = OrderedDict()
@@ -302,7 +306,11 @@ class JobRunner:
         with self._lock:
             job.state, job.started_at = "running", _now()
         try:
-            report = work()
+            try:
+                report = work()
+            finally:
+                if self.on_change is not None:
+                    self.on_change(job.index)
         except Exception as exc:
             if not isinstance(exc, RagError):
                 log.exception("job %s (%s of index %r) failed", job.id, job.kind, job.index)
