@@ -24,7 +24,12 @@ def open_store(settings: Settings) -> VectorStore:
     if settings.qdrant_url:
         from rag.store.server import ServerStore
 
-        return ServerStore.connect(settings.qdrant_url, settings.qdrant_api_key)
+        return ServerStore.connect(
+            settings.qdrant_url,
+            settings.qdrant_api_key,
+            shard_number=settings.qdrant_shard_number,
+            replication_factor=settings.qdrant_replication_factor,
+        )
     return EdgeStore(settings.data_dir, min_free_bytes=settings.min_free_mb * 1_000_000)
 
 

@@ -63,16 +63,34 @@ class ServerStore:
 
     The server keeps its files on its own disk: there is nothing local to check before a
     write, but a server that answers "No space left on device" is reported as DiskFullError.
+    On a cluster, new collections get ``shard_number`` shards of ``replication_factor`` copies
+    each (None: the server's defaults).
     """
 
     kind = "server"
 
-    def __init__(self, client: QdrantClient) -> None:
+    def __init__(
+        self,
+        client: QdrantClient,
+        *,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
+    ) -> None:
         self.client = client
+        self.shard_number = shard_number
+        self.replication_factor = replication_factor
 
     @classmethod
-    def connect(cls, url: str, api_key: str | None = None) -> ServerStore:
-        return cls(QdrantClient(url=url, api_key=api_key, timeout=30))
+    def connect(
+        cls,
+        url: str,
+        api_key: str | None = None,
+        *,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
+    ) -> ServerStore:
+        client = QdrantClient(url=url, api_key=api_key, timeout=30)
+        return cls(client, shard_number=shard_number, replication_factor=replication_factor)
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -106,6 +124,8 @@ class ServerStore:
             meta.name,
             vectors_config={DENSE: qm.VectorParams(size=meta.dim, distance=qm.Distance.COSINE)},
             sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
+            shard_number=self.shard_number,
+            replication_factor=self.replication_factor,
             metadata={META_KEY: meta.to_json()},
         )
         if self.client._client.__class__.__name__ == "QdrantLocal":
