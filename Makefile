@@ -5,7 +5,7 @@ ENGINE_VENV := .venv-engine
 BIN := $(VENV)/bin
 SHARED := ../shared/data
 
-.PHONY: install install-service install-engine test lint demo bench bench-ingest bench-embedders bench-store bench-ask bench-gpu bench-fitting bench-load bench-conversation eval clean
+.PHONY: install install-service install-engine test lint demo bench bench-ingest bench-embedders bench-store bench-ask bench-gpu bench-fitting bench-load bench-scale bench-conversation eval clean
 
 install: install-service install-engine
 	@command -v tesseract >/dev/null 2>&1 || echo "note: tesseract is not installed: scans and images are skipped (OCR). sudo apt-get install tesseract-ocr tesseract-ocr-eng"
@@ -108,6 +108,29 @@ bench-load: install-service
 	@$(if $(KEY),RAG_API_KEY='$(KEY)') $(BIN)/python -m bench.load --url $(URL) \
 		--users $(USERS) --rate $(RATE) --duration $(DURATION) --max-long $(MAX_LONG) \
 		$(if $(LOAD_QUESTIONS),--questions $(LOAD_QUESTIONS)) --json-out $(LOAD_JSON) $(LOAD_ARGS)
+
+# Scale-out on one machine (bench/scale.py): ENGINES vLLM engines behind vllm-router (POLICY), APIS
+# rag-api replicas sharing one Redis behind nginx, over an index of the first SCALE_FILES filings,
+# driven by bench.load through nginx. Small by default: a CPU smoke run of a few minutes. On a GPU
+# host name running engines, ENGINE_URLS="http://127.0.0.1:8001 http://127.0.0.1:8002".
+#   make bench-scale [ENGINES=2 APIS=2 POLICY=round_robin ANSWER_CACHE=1 REPEAT=0.3 SCALE_FILES=
+#                     SCALE_ARGS="--users 100 --rate 5 --duration 60"]   (python -m bench.scale -h)
+ENGINES ?= 2
+APIS ?= 2
+POLICY ?= cache_aware
+SCALE_FILES ?= 3
+ANSWER_CACHE ?=
+REPEAT ?= 0
+ENGINE_URLS ?=
+TORCH_THREADS ?= 1
+SCALE_JSON ?= bench/results/scale.json
+SCALE_ARGS ?= --users 4 --rate 0.5 --duration 30 --max-tokens 16 --max-long 1 --time-limit 150
+bench-scale: install
+	$(BIN)/python -m bench.scale --engines $(ENGINES) --apis $(APIS) --router-policy $(POLICY) \
+		--folder $(SHARED)/sec-10q $(if $(SCALE_FILES),--max-files $(SCALE_FILES)) \
+		$(foreach url,$(ENGINE_URLS),--engine-url $(url)) $(if $(ANSWER_CACHE),--answer-cache) \
+		$(if $(TORCH_THREADS),--torch-threads $(TORCH_THREADS)) --repeat $(REPEAT) \
+		$(if $(LOAD_QUESTIONS),--questions $(LOAD_QUESTIONS)) --json-out $(SCALE_JSON) $(SCALE_ARGS)
 
 eval: install-service
 	$(BIN)/rag-eval table --data $(SHARED)/scifact

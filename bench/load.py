@@ -14,6 +14,8 @@ Beside the asks, /metrics is read every 0.5 s for `process_resident_memory_bytes
 of the local process listening on the URL's port, by psutil) and before and after the run for
 `rag_admission_rejections_total` and the engine's prefix-cache counters (a re-run of the same
 seed asks the same prompts: its hit ratio near 1 says the figures are warm-cache ones).
+--repeat FRACTION makes that share of the asks repeat an earlier ask exactly, for the answer
+cache (RAG_ANSWER_CACHE): each `done` event's `timings.cached` says whether it was a hit.
 Prints a table (bench/load_report.py); --json-out writes all.
 """
 
@@ -26,7 +28,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -78,6 +80,8 @@ async def read_sse(response: httpx.Response, outcome: Outcome, started: float) -
             outcome.error = str(json.loads(line[6:]).get("type", "error"))
         elif line.startswith("data: ") and event == "done":
             outcome.ok = outcome.error is None
+            cached = (json.loads(line[6:]).get("timings") or {}).get("cached")
+            outcome.cached = None if cached is None else bool(cached)
 
 
 async def ask_once(
@@ -91,6 +95,7 @@ async def ask_once(
     """One streamed ask, in ``outcomes`` from its start (so the time limit can count it)."""
     started = time.perf_counter()
     outcome = Outcome(ask.kind, ask.user, ask.at_s, round(started - t0, 3))
+    outcome.repeat = ask.repeat_of is not None
     outcomes.append(outcome)
     payload = {**body, "question": ask.question, "top_k": ask.top_k, "stream": True}
     try:
@@ -272,8 +277,9 @@ async def run(args: argparse.Namespace, plan: list[PlannedAsk]) -> dict[str, Any
     return summary
 
 
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The options, from ``argv`` (default: the command line's)."""
+    p = argparse.ArgumentParser(prog="bench.load", description=__doc__.splitlines()[0])
     p.add_argument("--url", default=os.environ.get("RAG_BENCH_URL", "http://127.0.0.1:8000"))
     p.add_argument("--api-key", default=os.environ.get("RAG_API_KEY"), help="env RAG_API_KEY")
     p.add_argument("--index", help="the index asked (default: the service's)")
@@ -294,16 +300,25 @@ def parse_args() -> argparse.Namespace:
         help='the service-side deadline to first token sent as `timeout_s` with "auto" asks',
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--repeat",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="share of the asks that repeat an earlier ask exactly (for the answer cache)",
+    )
     p.add_argument("--json-out", type=Path)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.users < 1 or args.rate <= 0 or args.duration <= 0:
         p.error("--users, --rate and --duration must be positive")
+    if not 0 <= args.repeat <= 1:
+        p.error("--repeat must be between 0 and 1")
     args.time_limit = args.time_limit or args.duration + args.long_timeout
     return args
 
 
-def main() -> None:
-    args = parse_args()
+def execute(args: argparse.Namespace) -> dict[str, Any]:
+    """Plan the run, run it, print its table; the summary (bench/load_report.py and more)."""
     try:
         questions = load_questions(args.questions)
         mix = parse_mix(args.mix)
@@ -317,25 +332,40 @@ def main() -> None:
         max_long=args.max_long,
         questions=questions,
         seed=args.seed,
+        repeat=args.repeat,
     )
+    repeats = sum(a.repeat_of is not None for a in plan)
     print(
         f"{len(plan)} asks from {args.users} users over {args.duration:g} s "
-        f"(target {args.rate:g}/s) against {args.url}",
+        f"(target {args.rate:g}/s) against {args.url}"
+        + (f", {repeats} of them repeating an earlier ask" if repeats else ""),
         flush=True,
     )
     summary = asyncio.run(run(args, plan))
     print(render(summary))
     print(f"elapsed {summary['elapsed_s']} s, achieved {summary['achieved_rate']} asks/s")
+    return summary
+
+
+def write_json(args: argparse.Namespace, summary: Mapping[str, Any]) -> None:
+    """The run's options (not its key), where it ran, and ``summary``, to --json-out."""
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    config.pop("api_key", None)
+    env = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "host": f"{platform.machine()}, {os.cpu_count()} cores",
+    }
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(
+        json.dumps({"config": config, "environment": env, **summary}, indent=2) + "\n"
+    )
+
+
+def main() -> None:
+    args = parse_args()
+    summary = execute(args)
     if args.json_out:
-        config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-        config.pop("api_key", None)
-        env = {
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "host": f"{platform.machine()}, {os.cpu_count()} cores",
-        }
-        args.json_out.write_text(
-            json.dumps({"config": config, "environment": env, **summary}, indent=2) + "\n"
-        )
+        write_json(args, summary)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,18 @@ Each virtual user's asks arrive as a Poisson process of rate ``rate / users``, s
 together arrive as one Poisson process of the target rate. Each arrival gets a class drawn from
 the mix: short factual asks (top_k 5), analytical ones (top_k 20), and a few long-context
 ``top_k: "auto"`` asks, at most ``max_long`` of them (the rest of their draws become analytical).
-The same seed, users, rate, duration, mix and questions give the same plan.
+With ``repeat``, that share of the asks repeats an earlier ask of its class exactly (question and
+options), as people ask what others asked: the asks an answer cache (RAG_ANSWER_CACHE) can serve.
+The same seed, users, rate, duration, mix, questions and repeat share give the same plan; the
+arrivals and classes do not depend on ``repeat``, so a plan with repeats differs from its seed's
+plan without only in the repeated questions.
 """
 
 from __future__ import annotations
 
 import csv
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 TopK = int | str
@@ -53,6 +57,7 @@ class PlannedAsk:
     user: int
     kind: str  # a key of CLASSES
     question: str
+    repeat_of: int | None = None  # the index in the plan of the earlier ask it repeats
 
     @property
     def top_k(self) -> TopK:
@@ -112,8 +117,11 @@ def plan_asks(
     max_long: int,
     questions: dict[str, list[str]],
     seed: int,
+    repeat: float = 0.0,
 ) -> list[PlannedAsk]:
     """Every ask of the run in arrival order (see the module's docstring)."""
+    if not 0 <= repeat <= 1:
+        raise ValueError(f"the repeat share {repeat!r} is not between 0 and 1")
     rng = random.Random(seed)
     arrivals = sorted(
         (t, user) for user in range(users) for t in poisson_arrivals(rate / users, duration_s, rng)
@@ -128,4 +136,19 @@ def plan_asks(
                 kind = "analytical"
             longs += kind == "long"
         plan.append(PlannedAsk(round(t, 3), user, kind, rng.choice(questions[kind])))
-    return plan
+    return with_repeats(plan, repeat, random.Random(f"{seed}:repeat"))
+
+
+def with_repeats(plan: list[PlannedAsk], share: float, rng: random.Random) -> list[PlannedAsk]:
+    """``plan`` with round(share × its length) asks, drawn by ``rng`` among those that have an
+    earlier ask of their class, asking again what one such earlier ask (also drawn) asked."""
+    first = {a.kind: i for i, a in reversed(list(enumerate(plan)))}  # each class's first ask
+    eligible = [i for i, a in enumerate(plan) if first[a.kind] < i]
+    chosen = sorted(rng.sample(eligible, min(len(eligible), round(share * len(plan)))))
+    repeated = list(plan)
+    for i in chosen:
+        earlier = [j for j in range(i) if plan[j].kind == plan[i].kind]
+        j = rng.choice(earlier)
+        source = repeated[j]  # itself a repeat, maybe: the same question either way
+        repeated[i] = replace(plan[i], question=source.question, repeat_of=j)
+    return repeated

@@ -4,6 +4,9 @@ An ask succeeds when the service answered 200 and its stream ended with a `done`
 other ask is a failure, counted by what went wrong: the HTTP status and the error type of the
 JSON envelope (``503 overloaded`` is a rejection by admission control), an in-band `error`
 event after a 200, a client-side timeout, a transport error, or the run's time limit.
+A successful ask whose `done` event says ``timings.cached`` was answered from the answer cache
+(RAG_ANSWER_CACHE): cache hits are counted per class, with the TTFT and total time of cached and
+of not-cached asks apart.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class Outcome:
     ttft_s: float | None = None  # to the first `token` event
     total_s: float | None = None  # to the end of the stream or the error
     ok: bool = False
+    repeat: bool = False  # planned as a repeat of an earlier ask (bench/load_plan.py)
+    cached: bool | None = None  # the done event's timings.cached; None: no done, or not said
 
     @property
     def failure(self) -> str:
@@ -64,14 +69,27 @@ def spread(values: list[float]) -> dict[str, float | None]:
     }
 
 
+def timing(ok: list[Outcome]) -> dict[str, dict[str, float | None]]:
+    """TTFT and total time of successful asks."""
+    return {
+        "ttft_s": spread([o.ttft_s for o in ok if o.ttft_s is not None]),
+        "total_s": spread([o.total_s for o in ok if o.total_s is not None]),
+    }
+
+
 def class_summary(outcomes: list[Outcome]) -> dict[str, Any]:
     ok = [o for o in outcomes if o.ok]
+    cached = [o for o in ok if o.cached]
     return {
         "count": len(outcomes),
         "ok": len(ok),
         "success_rate": round(len(ok) / len(outcomes), 4) if outcomes else None,
-        "ttft_s": spread([o.ttft_s for o in ok if o.ttft_s is not None]),
-        "total_s": spread([o.total_s for o in ok if o.total_s is not None]),
+        **timing(ok),
+        "repeats": sum(o.repeat for o in outcomes),
+        "cache_hits": len(cached),
+        "cache_hit_share": round(len(cached) / len(ok), 4) if ok else None,  # of the ok asks
+        "cached": timing(cached),
+        "not_cached": timing([o for o in ok if not o.cached]),
     }
 
 
@@ -109,6 +127,25 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def cache_table(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Per class: planned repeats, answer-cache hits (share of the ok asks), and the TTFT and
+    total p50 of cached against not-cached asks."""
+    lines = [
+        "| class | repeats | cache hits (of ok) | TTFT p50 cached / not (s) "
+        "| total p50 cached / not (s) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, c in rows:
+        hit, miss = c["cached"], c["not_cached"]
+        share = "-" if c["cache_hit_share"] is None else f"{100 * c['cache_hit_share']:.1f}%"
+        lines.append(
+            f"| {name} | {c['repeats']} | {c['cache_hits']} ({share}) "
+            f"| {_fmt(hit['ttft_s']['p50'])} / {_fmt(miss['ttft_s']['p50'])} "
+            f"| {_fmt(hit['total_s']['p50'])} / {_fmt(miss['total_s']['p50'])} |"
+        )
+    return lines
+
+
 def render(summary: dict[str, Any]) -> str:
     """The summary as the Markdown docs/benchmarks.md shows."""
     lines = [
@@ -124,6 +161,8 @@ def render(summary: dict[str, Any]) -> str:
             f"| {_fmt(t['mean'])} / {_fmt(t['p50'])} / {_fmt(t['p95'])} "
             f"| {_fmt(w['mean'])} / {_fmt(w['p50'])} / {_fmt(w['p95'])} |"
         )
+    if summary["overall"].get("repeats") or summary["overall"].get("cache_hits"):
+        lines.extend(["", *cache_table(rows)])
     lines.append("")
     lines.append(f"asks planned {summary['planned']}, sent {summary['sent']}")
     non_200 = ", ".join(f"{k}: {v}" for k, v in summary["non_200"].items()) or "none"

@@ -4,6 +4,7 @@ the service's streams and metrics. (`make bench-load` runs it against a live sta
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 import statistics
@@ -77,6 +78,35 @@ def test_long_context_asks_are_capped_and_the_rest_become_analytical() -> None:
     asks = plan(mix=parse_mix("long=1"), max_long=3)
     assert [a.kind for a in asks[:3]] == ["long"] * 3
     assert {a.kind for a in asks[3:]} == {"analytical"}
+
+
+def test_repeats_ask_again_exactly_what_an_earlier_ask_of_their_class_asked() -> None:
+    asks = plan(repeat=0.3)
+    repeats = [(i, a) for i, a in enumerate(asks) if a.repeat_of is not None]
+    assert len(repeats) == round(0.3 * len(asks))
+    for i, a in repeats:
+        j = a.repeat_of
+        assert j is not None
+        assert j < i
+        assert (asks[j].question, asks[j].kind, asks[j].top_k) == (a.question, a.kind, a.top_k)
+
+
+def test_repeats_keep_the_arrivals_classes_and_seed_of_the_plan_without_them() -> None:
+    fresh, repeated = plan(), plan(repeat=0.5)
+    assert [(a.at_s, a.user, a.kind) for a in fresh] == [(a.at_s, a.user, a.kind) for a in repeated]
+    assert all(f == r for f, r in zip(fresh, repeated, strict=True) if r.repeat_of is None)
+    assert plan(repeat=0.5) == repeated
+    assert plan(repeat=0.5, seed=8) != plan(seed=8)
+    assert plan(repeat=0.0) == fresh
+    assert all(a.repeat_of is None for a in fresh)
+
+
+def test_only_asks_with_an_earlier_one_of_their_class_repeat_and_the_share_is_bounded() -> None:
+    asks = plan(repeat=1.0)
+    firsts = {a.kind: i for i, a in reversed(list(enumerate(asks)))}
+    assert [i for i, a in enumerate(asks) if a.repeat_of is None] == sorted(firsts.values())
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        plan(repeat=1.5)
 
 
 def test_a_mix_with_an_unknown_class_or_no_weight_is_refused() -> None:
@@ -160,6 +190,38 @@ def test_summary_counts_successes_per_class_and_every_failure_by_what_went_wrong
     assert refused in table
 
 
+def test_cache_hits_are_counted_per_class_with_their_times_apart_from_the_rest() -> None:
+    outcomes = [
+        outcome("short", status=200, ok=True, ttft_s=0.1, total_s=0.2, cached=True, repeat=True),
+        outcome("short", status=200, ok=True, ttft_s=0.3, total_s=0.4, cached=True, repeat=True),
+        outcome("short", status=200, ok=True, ttft_s=2.0, total_s=5.0, cached=False),
+        outcome("short", status=200, ok=True, ttft_s=4.0, total_s=7.0, cached=False, repeat=True),
+        outcome("short", status=503, error="overloaded", repeat=True),
+        outcome("analytical", status=200, ok=True, ttft_s=3.0, total_s=9.0),  # cached not said
+    ]
+    summary = summarise(outcomes, planned=6)
+    short = summary["classes"]["short"]
+    assert (short["repeats"], short["cache_hits"], short["cache_hit_share"]) == (4, 2, 0.5)
+    assert short["cached"]["ttft_s"]["p50"] == 0.2
+    assert short["cached"]["total_s"]["p50"] == 0.3
+    assert short["not_cached"]["ttft_s"]["p50"] == 3.0
+    assert short["not_cached"]["total_s"]["p50"] == 6.0
+    assert short["ttft_s"]["p50"] == 1.15  # every ok ask, as before
+    analytical = summary["classes"]["analytical"]
+    assert (analytical["cache_hits"], analytical["cached"]["ttft_s"]["p50"]) == (0, None)
+    assert summary["overall"]["cache_hits"] == 2
+    table = render(summary)
+    assert "| short | 5 | 4 | 80.0% | " in table
+    assert "| short | 4 | 2 (50.0%) | 0.20 / 3.00 | 0.30 / 6.00 |" in table
+    assert "| analytical | 0 | 0 (0.0%) | - / 3.00 | - / 9.00 |" in table
+    assert "| all | 4 | 2 (40.0%) | 0.20 / 3.00 | 0.30 / 7.00 |" in table
+
+
+def test_a_run_without_repeats_or_cache_hits_prints_no_cache_table() -> None:
+    outcomes = [outcome("short", status=200, ok=True, ttft_s=1.0, total_s=2.0, cached=False)]
+    assert "cache hits" not in render(summarise(outcomes, planned=1))
+
+
 def stream(body: str) -> httpx.Response:
     return httpx.Response(200, content=body.encode())
 
@@ -176,6 +238,16 @@ def test_the_first_token_event_sets_ttft_and_done_makes_the_ask_a_success() -> N
     assert o.ok
     assert o.error is None
     assert o.ttft_s is not None
+    assert o.cached is None  # a done event without timings says nothing of the cache
+
+
+def test_the_done_events_timings_say_whether_the_answer_came_from_the_cache() -> None:
+    for cached in (True, False):
+        o = outcome("short", status=200)
+        done = json.dumps({"finish_reason": "stop", "timings": {"ttft_ms": 1.0, "cached": cached}})
+        body = f'event: token\ndata: {{"text": "Hi"}}\n\nevent: done\ndata: {done}\n\n'
+        asyncio.run(read_sse(stream(body), o, started=0.0))
+        assert (o.ok, o.cached) == (True, cached)
 
 
 def test_an_error_event_after_tokens_is_a_failure_of_its_type() -> None:
