@@ -25,6 +25,7 @@ from bench.scale import (
     render_facts,
 )
 from bench.scale_stack import NGINX_TEMPLATE, Child, StackError, nginx_config, redis_server
+from tests.redis_server import NO_REDIS
 
 UPSTREAMS = ["127.0.0.1:18001", "127.0.0.1:18002"]
 
@@ -46,7 +47,10 @@ def test_the_balancer_keeps_the_deployed_settings_with_local_replicas(tmp_path: 
     assert f"fastcgi_temp_path {tmp_path / 'fastcgi'};" in text
 
 
-@pytest.mark.skipif(shutil.which("nginx", path="/usr/sbin:/usr/bin") is None, reason="no nginx")
+@pytest.mark.skipif(
+    shutil.which("nginx", path="/usr/sbin:/usr/bin") is None,
+    reason="needs nginx (Debian: sudo apt-get install nginx-light)",
+)
 def test_nginx_accepts_the_generated_config(tmp_path: Path) -> None:
     (tmp_path / "nginx.conf").write_text(config(tmp_path))
     nginx = shutil.which("nginx", path="/usr/sbin:/usr/bin")
@@ -161,7 +165,7 @@ def test_a_stopped_child_leaves_nothing_it_spawned_running(tmp_path: Path) -> No
     assert not alive
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason=NO_REDIS)
 def test_redis_starts_on_a_free_port_without_persistence(tmp_path: Path) -> None:
     child, url = redis_server(tmp_path)
     try:
