@@ -45,8 +45,10 @@ class IngestApp:
 @contextmanager
 def ingest_app(data_dir: Path, **settings: Any) -> Iterator[IngestApp]:
     keys = KeyStore(data_dir / "keys.json")
-    writer = keys.create("writer", ["default"], write=True)
-    admin = keys.create("ops", all_indexes=True, admin=True)
+    # Rates these tests do not test: a test's uploads, polls and deletes come faster than the
+    # default 10 a second on a fast machine, and the next test would start with a spent bucket.
+    writer = keys.create("writer", ["default"], write=True, rps=1000)
+    admin = keys.create("ops", all_indexes=True, admin=True, rps=1000)
     app = create_app(Settings(data_dir=data_dir, llm_url=NO_ENGINE, **settings))
     with RunningService(app) as running:
         yield IngestApp(running, data_dir, writer, admin)

@@ -96,7 +96,9 @@ def one_document(folder: Path, name: str, text: str) -> Path:
 def wait_job(client: httpx.Client, location: str, timeout: float = 300) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        job: dict[str, Any] = client.get(location).json()
+        response = client.get(location)
+        assert response.status_code == 200, response.text
+        job: dict[str, Any] = response.json()
         if job["state"] in ("succeeded", "failed"):
             return job
         assert time.monotonic() < deadline, f"job still {job['state']}: {job}"
